@@ -1,0 +1,85 @@
+"""``room.subscribe.*``: callbacks for what a room sees. Each returns its unsubscribe function."""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ..crdt import to_json
+
+if TYPE_CHECKING:
+    from .room import PluvRoom
+    from .types import OthersChange, RoomEvent, ServerError, User
+
+log = logging.getLogger("pluv_widget.client")
+
+Unsubscribe = Callable[[], None]
+
+
+class Listeners:
+    """Callbacks by topic. A callback that raises is logged and the others still run."""
+
+    def __init__(self) -> None:
+        self._topics: dict[str, list[Callable[..., Any]]] = defaultdict(list)
+
+    def add(self, topic: str, callback: Callable[..., Any]) -> Unsubscribe:
+        self._topics[topic].append(callback)
+
+        def unsubscribe() -> None:
+            callbacks = self._topics.get(topic, [])
+            if callback in callbacks:
+                callbacks.remove(callback)
+
+        return unsubscribe
+
+    def emit(self, topic: str, *args: Any) -> None:
+        for callback in list(self._topics.get(topic, ())):
+            try:
+                callback(*args)
+            except Exception:
+                log.exception("a %r subscriber raised", topic)
+
+
+class RoomSubscriptions:
+    """Callbacks run on the client's event loop thread, except ``storage`` callbacks, which run
+    where the change was made (the loop for remote changes, the caller for local edits)."""
+
+    def __init__(self, room: PluvRoom) -> None:
+        self._room = room
+        self._listeners = room._listeners
+
+    def others(self, callback: Callable[[list[User], OthersChange], None]) -> Unsubscribe:
+        """``callback(others, change)`` when someone enters, leaves or updates presence."""
+        return self._listeners.add("others", callback)
+
+    def my_presence(self, callback: Callable[[dict[str, Any]], None]) -> Unsubscribe:
+        """``callback(presence)`` after every change of this connection's presence."""
+        return self._listeners.add("my_presence", callback)
+
+    def connection(self, callback: Callable[[str], None]) -> Unsubscribe:
+        """``callback(state)``: untouched, connecting, open, unavailable or closed."""
+        return self._listeners.add("connection", callback)
+
+    def event(self, name: str, callback: Callable[[RoomEvent], None]) -> Unsubscribe:
+        """``callback(event)`` for every ``name`` event broadcast by someone else or the server."""
+        return self._listeners.add(f"event:{name}", callback)
+
+    def error(self, callback: Callable[[ServerError], None]) -> Unsubscribe:
+        """``callback(error)`` when the server refuses one of this client's messages."""
+        return self._listeners.add("error", callback)
+
+    def storage_state(self, callback: Callable[[str], None]) -> Unsubscribe:
+        """``callback(state)``: loading, synced or offline."""
+        return self._listeners.add("storage_state", callback)
+
+    def storage(self, key: str, callback: Callable[[Any], None]) -> Unsubscribe:
+        """``callback(json)`` with a snapshot of root ``key`` after each local or remote change."""
+        shared = self._room._root(key)
+        subscription = shared.observe_deep(lambda _events: callback(to_json(shared)))
+
+        def unsubscribe() -> None:
+            shared.unobserve(subscription)
+
+        return unsubscribe

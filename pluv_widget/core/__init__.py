@@ -1,0 +1,10 @@
+"""The sans-I/O room core: decides, never does I/O."""
+
+from .room import Action as Action
+from .room import Commit as Commit
+from .room import Invoke as Invoke
+from .room import Member as Member
+from .room import Mirror as Mirror
+from .room import RoomCore as RoomCore
+from .room import Send as Send
+from .room import sync_frame as sync_frame
