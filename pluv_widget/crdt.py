@@ -13,6 +13,7 @@ map), never to write its contents locally — that would duplicate items after a
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -51,8 +52,12 @@ class StorageFactory:
     def build(self) -> pycrdt.Doc:
         """A new document holding the initial contents."""
         doc = pycrdt.Doc()
-        for key, value in self._factory().items():
-            doc[key] = value
+        with doc.transaction():
+            for key, value in self._factory().items():
+                if isinstance(value, pycrdt.Array):
+                    _fill_array(doc.get(key, type=pycrdt.Array), list(value._prelim or ()))
+                else:
+                    doc[key] = value
         return doc
 
     def encode(self) -> bytes:
@@ -64,6 +69,13 @@ class StorageFactory:
         return f"crdt.doc({{{roots}}})"
 
 
+def _fill_array(array: pycrdt.Array[Any], items: list[Any]) -> None:
+    # pycrdt appends item by item, and each append walks the array: quadratic (50,000 strings
+    # take minutes). Inserting in reverse at the front is linear and gives the same order.
+    for item in reversed(items):
+        array.insert(0, item)
+
+
 def doc(factory: Callable[[], Mapping[str, SharedType]]) -> StorageFactory:
     """Declare a room's storage: ``crdt.doc(lambda: {"messages": crdt.array([])})``."""
     return StorageFactory(factory)
@@ -71,8 +83,15 @@ def doc(factory: Callable[[], Mapping[str, SharedType]]) -> StorageFactory:
 
 def to_json(value: Any) -> Any:
     """A shared type or value as plain JSON, with pycrdt's float-for-int coerced back."""
-    if isinstance(value, (pycrdt.Array, pycrdt.Map, pycrdt.Text)):
-        value = value.to_py()
+    if isinstance(value, pycrdt.Text):
+        return str(value)
+    if isinstance(value, (pycrdt.Array, pycrdt.Map)):
+        if value._integrated is None:  # not in a document yet
+            return _coerce(value.to_py())
+        # Yrs serialises the whole tree at once; pycrdt's to_py() indexes item by item, which
+        # is quadratic for arrays (minutes for 50,000 items).
+        with value.doc.transaction() as txn:
+            return _coerce(json.loads(value.integrated.to_json(txn._txn)))
     return _coerce(value)
 
 
@@ -87,3 +106,19 @@ def _coerce(value: Any) -> Any:
     if isinstance(value, dict):
         return {key: _coerce(item) for key, item in value.items()}
     return value
+
+
+def untyped_to_json(update: bytes, keys: Iterable[str]) -> dict[str, Any]:
+    """Storage JSON of a document whose root types are unknown (the server's view: types are
+    declared by clients). A root with map entries is a map, one with text a text, else an array;
+    each guess is made on a fresh copy because viewing a root fixes its type."""
+    result: dict[str, Any] = {}
+    for key in keys:
+        for kind in (pycrdt.Map, pycrdt.Text, pycrdt.Array):
+            copy = pycrdt.Doc()
+            copy.apply_update(update)
+            value = to_json(copy.get(key, type=kind))
+            if value or kind is pycrdt.Array:
+                result[key] = value
+                break
+    return result

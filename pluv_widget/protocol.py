@@ -36,6 +36,7 @@ class CloseCode(IntEnum):
     GOING_AWAY = 1001  # the client left
     MESSAGE_TOO_BIG = 1009  # a frame above ``Limits.max_frame_bytes``
     SERVICE_RESTART = 1012  # the server is shutting down: reconnect
+    TRY_AGAIN_LATER = 1013  # the room's shared store (Redis) is unreachable: reconnect later
     PROTOCOL_ERROR = 4000  # first frame was not a valid ``join``, or wrong protocol version
     TOKEN_MISSING = 4001  # the server requires auth and no token was given
     TOKEN_INVALID = 4002  # the token is malformed or its signature is wrong
@@ -185,8 +186,12 @@ def error_message(code: ErrorCode, text: str) -> ErrorMessage:
     return {"type": "error", "code": code.value, "message": text}
 
 
+#: Paths the server answers over HTTP, so no room can have these names.
+RESERVED_ROOM_NAMES = frozenset({"health", "token"})
+
+
 def is_valid_room_name(name: str) -> bool:
-    return bool(ROOM_NAME_PATTERN.match(name))
+    return bool(ROOM_NAME_PATTERN.match(name)) and name not in RESERVED_ROOM_NAMES
 
 
 def check_room_name(name: str) -> str:
@@ -194,7 +199,7 @@ def check_room_name(name: str) -> str:
     if not isinstance(name, str) or not is_valid_room_name(name):
         raise ValueError(
             f"invalid room name {name!r}: 1-128 characters of letters, digits, '_', '-', '.', "
-            "starting with a letter or digit"
+            "starting with a letter or digit (not 'health' or 'token')"
         )
     return name
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -204,10 +205,22 @@ class PluvClient:
         return future
 
     def close(self) -> None:
-        """Leave every room (and stop the private loop thread, if the client has one)."""
-        for room in list(self._rooms.values()):
-            self.leave(room)
-        if self._thread is not None:
+        """Leave every room. A client with a private loop thread also waits (up to 5 s) for the
+        leaves to reach the server, then stops its thread."""
+        rooms = list(self._rooms.values())
+        self._rooms.clear()
+        if self._thread is None:
+            for room in rooms:
+                self._call_soon(room._stop)
+            return
+
+        async def leave_all() -> None:
+            closing = [task for room in rooms if (task := room._stop()) is not None]
+            await asyncio.wait(closing, timeout=5) if closing else None
+
+        if self._thread.is_alive():
+            with contextlib.suppress(concurrent.futures.TimeoutError):
+                asyncio.run_coroutine_threadsafe(leave_all(), self.loop).result(timeout=6)
             self.loop.call_soon_threadsafe(self.loop.stop)
 
 

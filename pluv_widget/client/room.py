@@ -244,14 +244,16 @@ class PluvRoom:
             self._task = self._client.loop.create_task(self._run(), name=f"pluv-room-{self.name}")
         return self._opened
 
-    def _stop(self) -> None:
-        """On the loop: leave for good."""
+    def _stop(self) -> asyncio.Task[None] | None:
+        """On the loop: leave for good. Returns the closing handshake's task, if any."""
         self._left = True
+        closing = None
         if self._socket is not None:
-            self._client.loop.create_task(self._socket.close(CloseCode.GOING_AWAY, "left the room"))
+            closing = self._client.loop.create_task(self._socket.close(CloseCode.GOING_AWAY, "left the room"))
         if self._task is not None:
             self._task.cancel()
         self._closed(RoomClosedError(f"left room {self.name!r}"))
+        return closing
 
     def _closed(self, error: BaseException) -> None:
         self._set_state(ConnectionState.CLOSED)
@@ -327,7 +329,7 @@ class PluvRoom:
                     self._on_message(protocol.decode(frame))
                 else:
                     self._on_sync(frame)
-            _raise_for_close(ConnectionClosed(socket.close_rcvd, socket.close_sent))
+            _raise_for_close(ConnectionClosed(socket.protocol.close_rcvd, socket.protocol.close_sent))
             return True
         except ConnectionClosed as closed:
             _raise_for_close(closed)
@@ -369,14 +371,14 @@ class PluvRoom:
             self._add_connection(member)
         after = {user.id: user for user in self.others}
         self._set_state(ConnectionState.OPEN)
+        if self.storage_state == StorageState.OFFLINE:
+            self._set_storage_state(StorageState.SYNCED)  # the sync exchange follows at once
         for user_id, user in before.items():
             if user_id not in after:
                 self._listeners.emit("others", self.others, OthersChange("leave", user))
         for user_id, user in after.items():
             self._listeners.emit("others", self.others,
                                  OthersChange("update" if user_id in before else "enter", user))
-        if self._opened is not None and not self._opened.done():
-            self._opened.set_result(self)
 
     def _add_connection(self, member: dict[str, Any]) -> None:
         self._touches += 1
@@ -434,6 +436,8 @@ class PluvRoom:
             if step == pycrdt.YSyncMessageType.SYNC_STEP2:
                 self._set_storage_state(StorageState.SYNCED)
                 self._flush_outbox()
+                if self._opened is not None and not self._opened.done():
+                    self._opened.set_result(self)  # entered: registered, knows the others, has storage
 
 
 def _user_of(connections: list[_Connection]) -> User:

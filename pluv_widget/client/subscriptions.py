@@ -35,9 +35,11 @@ class Listeners:
         return unsubscribe
 
     def emit(self, topic: str, *args: Any) -> None:
-        for callback in list(self._topics.get(topic, ())):
+        calls = [(callback, args) for callback in self._topics.get(topic, ())]
+        calls += [(callback, (topic,)) for callback in self._topics.get("*", ())]
+        for callback, arguments in calls:
             try:
-                callback(*args)
+                callback(*arguments)
             except Exception:
                 log.exception("a %r subscriber raised", topic)
 
@@ -73,6 +75,11 @@ class RoomSubscriptions:
     def storage_state(self, callback: Callable[[str], None]) -> Unsubscribe:
         """``callback(state)``: loading, synced or offline."""
         return self._listeners.add("storage_state", callback)
+
+    def all(self, callback: Callable[[str], None]) -> Unsubscribe:
+        """``callback(topic)`` after any of the notifications above (not storage): for views
+        that simply redraw, and for tests that wait on a condition."""
+        return self._listeners.add("*", callback)
 
     def storage(self, key: str, callback: Callable[[Any], None]) -> Unsubscribe:
         """``callback(json)`` with a snapshot of root ``key`` after each local or remote change."""

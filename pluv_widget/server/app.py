@@ -40,6 +40,7 @@ from ..core import Member
 from ..protocol import CloseCode, ErrorCode
 from .io import PluvIO, TokenRequest
 from .live_room import LiveRoom
+from .persistence import StorageUnavailableError
 from .tokens import TokenError, verify_token
 
 log = logging.getLogger("pluv_widget.server")
@@ -136,7 +137,17 @@ class RoomServer:
             "rooms": len(self.rooms),
             "connections": self.connections,
             "storage": type(self.persistence).__name__,
+            "redis": self.redis_status(),
         }
+
+    def redis_status(self) -> str:
+        """``off`` without a shared backend, else the worst of the store's and the bus's states:
+        ``unavailable``, ``recovering``, ``connecting`` or ``ok`` (see docs/scaling.md)."""
+        states = {getattr(part, "status", lambda: None)() for part in (self.persistence, self.pubsub)} - {None}
+        for state in ("unavailable", "recovering", "connecting", "ok"):
+            if state in states:
+                return state
+        return "off"
 
     def _token_route(self, connection: ServerConnection, request: Request, params: dict[str, str]) -> Response:
         if self.io.secret is None:
@@ -244,11 +255,11 @@ class RoomServer:
         if join is None:
             return
         presence, metadata, initial_storage = join
+        room = await self._enter(socket, name, initial_storage)
+        if room is None:
+            return
         self.connections += 1
-        room = await self.acquire(name)
         try:
-            if initial_storage is not None and not room.core.has_storage:
-                await room.offer_initial_storage(initial_storage)
             await room.join(socket, Member(connection_id, user, presence), metadata)
             log.debug("%s joined %s as %s", connection_id, name, user["id"])
             await self._serve(socket, room, connection_id)
@@ -259,6 +270,22 @@ class RoomServer:
             await room.leave(connection_id)
             log.debug("%s left %s", connection_id, name)
             self.release(room)
+
+    async def _enter(self, socket: ServerConnection, name: str, initial_storage: bytes | None) -> LiveRoom | None:
+        """The room, held, with its initial storage settled; or None (and the socket closed with
+        TRY_AGAIN_LATER, so the client retries) while the room's shared store is unreachable."""
+        room: LiveRoom | None = None
+        try:
+            room = await self.acquire(name)
+            if initial_storage is not None and not room.core.has_storage:
+                await room.offer_initial_storage(initial_storage)
+            return room
+        except StorageUnavailableError as error:
+            if room is not None:
+                self.release(room)
+            log.warning("room %s: %s; the client will retry", name, error)
+            await socket.close(CloseCode.TRY_AGAIN_LATER, "room storage unreachable: retry later")
+            return None
 
     async def _await_join(self, socket: ServerConnection) -> tuple[dict[str, Any], Any, bytes | None] | None:
         """Read the ``join`` message: (presence, metadata, initial storage), or close and None."""

@@ -74,6 +74,8 @@ def build_io(args: argparse.Namespace) -> PluvIO:
 
 def serve(args: argparse.Namespace) -> None:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.log_level != "debug":  # websockets logs every HTTP request and connection at INFO
+        logging.getLogger("websockets").setLevel(logging.WARNING)
     io = build_io(args)
     if io.data_dir is not None and io.persistence is None:
         logging.getLogger("pluv_widget.server").info("storage: SQLite in %s", io.data_dir)

@@ -14,7 +14,6 @@ Run it with ``pluv-widget serve --app mymodule:io`` or ``await io.serve(port=199
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import logging
 from collections.abc import Awaitable, Callable
@@ -100,6 +99,7 @@ class PluvIO:
         limits: Limits | None = None,
         persistence: Persistence | None = None,
         pubsub: PubSub | None = None,
+        redis: str | None = None,
         data_dir: str | Path | None = None,
         on_user_connected: Hook | None = None,
         on_user_disconnected: Hook | None = None,
@@ -114,6 +114,12 @@ class PluvIO:
         self.token_max_age_s = token_max_age_s
         self.mint_user = mint_user
         self.limits = limits or Limits()
+        if redis is not None:
+            # redis://host:port/db: storage and fan-out shared with every process on it.
+            from .redis import RedisPersistence, RedisPubSub
+
+            persistence = persistence or RedisPersistence(redis)
+            pubsub = pubsub or RedisPubSub(redis)
         self.persistence = persistence
         self.pubsub = pubsub
         self.data_dir = Path(data_dir) if data_dir is not None else None
@@ -212,6 +218,3 @@ def create_io(**options: Any) -> PluvIO:
     """Build a server configuration; see :class:`PluvIO` for the options."""
     return PluvIO(**options)
 
-
-def run_sync(coroutine: Awaitable[Any]) -> Any:
-    return asyncio.run(coroutine)  # type: ignore[arg-type]

@@ -21,9 +21,10 @@ from websockets.asyncio.server import ServerConnection
 
 from .. import protocol
 from ..core import Action, Commit, Invoke, Member, Mirror, RoomCore, Send
-from ..crdt import to_json
+from ..crdt import untyped_to_json
 from ..protocol import ErrorCode
 from .io import Context, call_hook
+from .persistence import StorageUnavailableError
 from .pubsub import Envelope
 
 if TYPE_CHECKING:
@@ -46,6 +47,7 @@ class LiveRoom:
         self.holders = 0  # connections and server calls using the room; at 0 it is closed
         self.metadata: dict[str, Any] = {}
         self._pending: list[Commit] = []
+        self._held: dict[str, list[str | bytes]] = {}  # frames for members still joining
         self._flushing: asyncio.Task[None] | None = None
         self._storage_lock = asyncio.Lock()
         self._stored_updates = 0
@@ -55,12 +57,20 @@ class LiveRoom:
     # -- life cycle -------------------------------------------------------------------------
 
     async def open(self) -> None:
-        """Load the committed storage and start hearing the other processes."""
-        updates = await self.server.persistence.load(self.name)
+        """Start hearing the other processes (and learn their members), then load the storage.
+
+        In that order: an update another process commits meanwhile is in the load or arrives by
+        pub/sub (or both: applying it twice changes nothing), never in neither.
+        """
+        await self.server.pubsub.subscribe(self.name, self.server.node, self._on_envelope)
+        try:
+            updates = await self.server.persistence.load(self.name)
+        except BaseException:
+            await self.server.pubsub.unsubscribe(self.name, self.server.node)
+            raise
         self.core.load(updates)
         self._stored_updates = len(updates)
         self._snapshot_bytes = self.core.storage_bytes
-        await self.server.pubsub.subscribe(self.name, self.server.node, self._on_envelope)
 
     async def close(self) -> None:
         """Finish pending commits and stop hearing other processes (the room is empty here)."""
@@ -95,7 +105,16 @@ class LiveRoom:
     async def join(self, socket: ServerConnection, member: Member, metadata: Any) -> None:
         self.sockets[member.connection_id] = socket
         self.metadata[member.connection_id] = metadata
-        await self._run(self.core.join(member))
+        # The joiner's frames (its welcome first) wait until its join is published: with a
+        # shared bus that registers it everywhere, so once its enter() returns, anyone entering
+        # on any process has it in their first snapshot.
+        self._held[member.connection_id] = []
+        try:
+            await self._run(self.core.join(member))
+        finally:
+            held = self._held.pop(member.connection_id)
+            for frame in held:
+                websockets.broadcast([socket], frame)
         await call_hook(self.io.on_user_connected, self._context(member.connection_id))
 
     async def leave(self, connection_id: str) -> None:
@@ -118,8 +137,10 @@ class LiveRoom:
         try:
             data = procedure.input.model_validate(call.data)
         except ValidationError as error:
-            self.send_error(call.connection_id, ErrorCode.INVALID_INPUT,
-                        f"invalid input for {call.event!r}: {error.errors(include_url=False)}")
+            problems = "; ".join(
+                f"{'.'.join(map(str, problem['loc'])) or 'input'}: {problem['msg']}" for problem in error.errors()
+            )
+            self.send_error(call.connection_id, ErrorCode.INVALID_INPUT, f"invalid input for {call.event!r}: {problems}")
             return
         outputs: Any = {call.event: data}
         if procedure.handler is not None:
@@ -196,8 +217,35 @@ class LiveRoom:
             self._enqueue(Commit(update, ""))
             await self.flushed()
 
+    async def resync(self, *, reseed: bool) -> None:
+        """Converge with the shared store after the bus lost envelopes or the store lost data.
+
+        ``reseed``: first store and publish everything this process holds (Redis restarted
+        empty, or this process kept commits in memory during an outage). Then merge what the
+        store holds that this process missed, relaying only that to the local connections.
+        """
+        persistence = self.server.persistence
+        try:
+            async with self._storage_lock:
+                await self.flushed()
+                if reseed and self.core.has_storage:
+                    snapshot = self.core.doc.get_update()
+                    await persistence.append(self.name, snapshot)
+                    self._stored_updates += 1
+                    await self._publish({"kind": "update", "update": snapshot})
+                stored: pycrdt.Doc[Any] = pycrdt.Doc()
+                for update in await persistence.load(self.name):
+                    stored.apply_update(update)
+                missing = stored.get_update(self.core.doc.get_state())
+                if missing != b"\x00\x00":
+                    await self._run(self.core.commit(missing))
+        except StorageUnavailableError as error:
+            log.warning("room %s: resynchronising storage failed (%s); the next recovery retries", self.name, error)
+        except Exception:
+            log.exception("room %s: resynchronising storage failed; the next recovery retries", self.name)
+
     def storage_json(self) -> dict[str, Any]:
-        return {key: to_json(self.core.doc[key]) for key in self.core.doc.keys()}
+        return untyped_to_json(self.core.doc.get_update(), list(self.core.doc.keys()))
 
     # -- other processes --------------------------------------------------------------------
 
@@ -209,6 +257,9 @@ class LiveRoom:
             log.warning("room %s: pub/sub publish failed; serving local connections only", self.name)
 
     async def _on_envelope(self, envelope: Envelope) -> None:
+        if envelope.get("kind") == "resync":  # from the bus itself: see pubsub.Envelope
+            await self.resync(reseed=bool(envelope.get("reseed")))
+            return
         await self._run(self.core.apply_envelope(envelope))
 
     # -- output -----------------------------------------------------------------------------
@@ -229,6 +280,11 @@ class LiveRoom:
             targets = [self.sockets[c] for c in send.to if c in self.sockets]
         else:
             targets = [socket for c, socket in self.sockets.items() if c != send.exclude]
+        if self._held:
+            held = {id(self.sockets[c]): frames for c, frames in self._held.items() if c in self.sockets}
+            for socket in [t for t in targets if id(t) in held]:
+                held[id(socket)].append(send.frame)
+                targets.remove(socket)
         if targets:
             websockets.broadcast(targets, send.frame)
 

@@ -12,6 +12,14 @@ import asyncio
 from typing import Protocol
 
 
+class StorageUnavailableError(RuntimeError):
+    """A shared store cannot be reached now: the room cannot be loaded or claimed here yet.
+
+    The server closes such a connection with ``CloseCode.TRY_AGAIN_LATER`` and the client
+    retries; rooms already open keep serving (see ``docs/scaling.md``).
+    """
+
+
 class Persistence(Protocol):
     """The storage interface, the shape of pluv's ``AbstractPersistence``."""
 
@@ -36,6 +44,11 @@ class Persistence(Protocol):
 
         Updates appended after those (by another process sharing the store) are kept.
         """
+        ...
+
+    def status(self) -> str | None:
+        """The shared backend's state for ``/health``: None for a store of this process alone,
+        else ``ok``, ``connecting``, ``unavailable`` or ``recovering``. Optional: callers fall back to None."""
         ...
 
     async def close(self) -> None: ...
@@ -64,6 +77,9 @@ class MemoryPersistence:
     async def compact(self, room: str, snapshot: bytes, replaces: int) -> None:
         updates = self._rooms.get(room, [])
         self._rooms[room] = [snapshot, *updates[replaces:]]
+
+    def status(self) -> str | None:
+        return None
 
     async def close(self) -> None:
         pass

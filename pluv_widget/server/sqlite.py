@@ -149,6 +149,9 @@ class SqlitePersistence:
 
         await self._submit(work)
 
+    def status(self) -> str | None:
+        return None  # a file of this process: nothing shared to report
+
     async def close(self) -> None:
         self._jobs.put(None)
         await asyncio.to_thread(self._thread.join)
