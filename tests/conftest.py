@@ -51,9 +51,7 @@ async def make_client() -> AsyncIterator[Callable[..., PluvClient]]:
         return client
 
     yield make
-    for client in clients:
-        client.close()
-    await asyncio.sleep(0)  # let the leave frames go out before the server closes
+    await asyncio.gather(*(client.aclose() for client in clients))
 
 
 @pytest.fixture

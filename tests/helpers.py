@@ -9,9 +9,11 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from contextlib import suppress
+from pathlib import Path
 from typing import Any
 
 from pluv_widget import PluvRoom
@@ -69,7 +71,12 @@ class ServerProcess:
         self.args = args
         self.env = {**os.environ, **(env or {})}
         self.process: subprocess.Popen[bytes] | None = None
-        self.log = b""
+        self.log_file = tempfile.NamedTemporaryFile(prefix="pluv-server-", suffix=".log", delete=False)  # noqa: SIM115
+
+    @property
+    def log(self) -> bytes:
+        """Everything the server printed so far (a file, so a chatty server never blocks on a pipe)."""
+        return Path(self.log_file.name).read_bytes()
 
     @property
     def url(self) -> str:
@@ -77,11 +84,11 @@ class ServerProcess:
 
     def start(self) -> ServerProcess:
         command = [sys.executable, "-m", "pluv_widget", "serve", "--port", str(self.port), *self.args]
-        self.process = subprocess.Popen(command, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(command, env=self.env, stdout=self.log_file, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + DEADLINE_S
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"server exited: {self.process.stdout.read().decode()}")  # type: ignore[union-attr]
+                raise RuntimeError(f"server exited: {self.log.decode()}")
             with suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=1):
                 return self
             time.sleep(0.05)  # polling a port that is not open yet: nothing to await
@@ -90,9 +97,7 @@ class ServerProcess:
     def signal(self, sig: int) -> int:
         assert self.process is not None
         self.process.send_signal(sig)
-        code = self.process.wait(DEADLINE_S)
-        self.log += self.process.stdout.read()  # type: ignore[union-attr]
-        return code
+        return self.process.wait(DEADLINE_S)
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

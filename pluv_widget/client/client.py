@@ -204,6 +204,21 @@ class PluvClient:
             future.result()  # the loop answers promptly: it only schedules
         return future
 
+    async def aclose(self, timeout: float = 5.0) -> None:
+        """Leave every room and wait (up to ``timeout`` seconds) until the server has heard it."""
+        rooms = list(self._rooms.values())
+        self._rooms.clear()
+
+        async def leave_all() -> None:
+            closing = [task for room in rooms if (task := room._stop()) is not None]
+            if closing:
+                await asyncio.wait(closing, timeout=timeout)
+
+        if _running_loop() is self.loop:
+            await leave_all()
+        else:
+            await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(leave_all(), self.loop))
+
     def close(self) -> None:
         """Leave every room. A client with a private loop thread also waits (up to 5 s) for the
         leaves to reach the server, then stops its thread."""

@@ -28,7 +28,8 @@ CREATE TABLE IF NOT EXISTS updates (
 CREATE INDEX IF NOT EXISTS updates_by_room ON updates (room, seq);
 """
 
-Job = tuple[Callable[[sqlite3.Connection], Any], asyncio.AbstractEventLoop, "asyncio.Future[Any]"]
+#: (work, loop, future, whether the work runs inside the group's transaction)
+Job = tuple[Callable[[sqlite3.Connection], Any], asyncio.AbstractEventLoop, "asyncio.Future[Any]", bool]
 
 
 class SqlitePersistence:
@@ -54,7 +55,9 @@ class SqlitePersistence:
         connection.execute("PRAGMA auto_vacuum = INCREMENTAL")
         connection.execute("PRAGMA journal_mode = WAL")
         connection.execute("PRAGMA synchronous = NORMAL")
-        connection.execute("PRAGMA journal_size_limit = 4194304")
+        # The write-ahead log is folded back into the file every 256 pages and trimmed to 1 MiB.
+        connection.execute("PRAGMA wal_autocheckpoint = 256")
+        connection.execute("PRAGMA journal_size_limit = 1048576")
         connection.executescript(SCHEMA)
         return connection
 
@@ -81,7 +84,17 @@ class SqlitePersistence:
                     stopping = True
                     break
                 batch.append(job)
-            self._execute(connection, batch)
+            group: list[Job] = []
+            for job in batch:
+                if job[3]:
+                    group.append(job)
+                    continue
+                if group:
+                    self._execute(connection, group)
+                    group = []
+                self._execute_alone(connection, job)
+            if group:
+                self._execute(connection, group)
         connection.close()
 
     @staticmethod
@@ -89,7 +102,7 @@ class SqlitePersistence:
         results: list[tuple[Any, BaseException | None]] = []
         try:
             connection.execute("BEGIN IMMEDIATE")
-            for work, _, _ in batch:
+            for work, _, _, _ in batch:
                 connection.execute("SAVEPOINT job")
                 try:
                     results.append((work(connection), None))
@@ -103,13 +116,22 @@ class SqlitePersistence:
             if connection.in_transaction:
                 connection.execute("ROLLBACK")
             results = [(None, error)] * len(batch)
-        for (work, loop, future), (result, error) in zip(batch, results, strict=True):
+        for (_, loop, future, _), (result, error) in zip(batch, results, strict=True):
             loop.call_soon_threadsafe(_settle, future, result, error)
 
-    async def _submit(self, work: Callable[[sqlite3.Connection], Any]) -> Any:
+    @staticmethod
+    def _execute_alone(connection: sqlite3.Connection, job: Job) -> None:
+        work, loop, future, _ = job
+        try:
+            result, error = work(connection), None
+        except Exception as failure:
+            result, error = None, failure
+        loop.call_soon_threadsafe(_settle, future, result, error)
+
+    async def _submit(self, work: Callable[[sqlite3.Connection], Any], *, in_transaction: bool = True) -> Any:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        self._jobs.put((work, loop, future))
+        self._jobs.put((work, loop, future, in_transaction))
         return await future
 
     # -- the interface ----------------------------------------------------------------------
@@ -148,6 +170,9 @@ class SqlitePersistence:
             db.execute("PRAGMA incremental_vacuum")
 
         await self._submit(work)
+        # Outside the transaction: fold the WAL back into the file and truncate it, so the room's
+        # disk use really shrinks to the snapshot.
+        await self._submit(lambda db: db.execute("PRAGMA wal_checkpoint(TRUNCATE)"), in_transaction=False)
 
     def status(self) -> str | None:
         return None  # a file of this process: nothing shared to report
