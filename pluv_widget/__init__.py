@@ -7,25 +7,25 @@ puts a room in a notebook.
 
 __version__ = "0.1.0"
 
-from typing import TYPE_CHECKING, Any  # noqa: E402
+from typing import TYPE_CHECKING, Any
 
-from . import crdt as crdt  # noqa: E402
-from .protocol import CloseCode as CloseCode  # noqa: E402
-from .protocol import ErrorCode as ErrorCode  # noqa: E402
-from .protocol import Limits as Limits  # noqa: E402
-from .server import create_io as create_io  # noqa: E402
-from .client import ConnectionState as ConnectionState  # noqa: E402
-from .client import OthersChange as OthersChange  # noqa: E402
-from .client import PluvClient as PluvClient  # noqa: E402
-from .client import PluvRoom as PluvRoom  # noqa: E402
-from .client import RoomEvent as RoomEvent  # noqa: E402
-from .client import ServerError as ServerError  # noqa: E402
-from .client import StorageState as StorageState  # noqa: E402
-from .client import User as User  # noqa: E402
-from .client import create_client as create_client  # noqa: E402
-from .errors import AuthorizationError as AuthorizationError  # noqa: E402
-from .errors import RoomClosedError as RoomClosedError  # noqa: E402
-from .errors import StorageLoadingError as StorageLoadingError  # noqa: E402
+from . import crdt as crdt
+from .client import ConnectionState as ConnectionState
+from .client import OthersChange as OthersChange
+from .client import PluvClient as PluvClient
+from .client import PluvRoom as PluvRoom
+from .client import RoomEvent as RoomEvent
+from .client import ServerError as ServerError
+from .client import StorageState as StorageState
+from .client import User as User
+from .client import create_client as create_client
+from .errors import AuthorizationError as AuthorizationError
+from .errors import RoomClosedError as RoomClosedError
+from .errors import StorageLoadingError as StorageLoadingError
+from .protocol import CloseCode as CloseCode
+from .protocol import ErrorCode as ErrorCode
+from .protocol import Limits as Limits
+from .server import create_io as create_io
 
 if TYPE_CHECKING:
     from .widget import RoomWidget as RoomWidget

@@ -49,9 +49,9 @@ class StorageFactory:
                 raise TypeError(f"storage root {key!r} must be crdt.array, crdt.map or crdt.text")
         self.root_types: RootTypes = {key: type(value) for key, value in roots.items()}
 
-    def build(self) -> pycrdt.Doc:
+    def build(self) -> pycrdt.Doc[Any]:
         """A new document holding the initial contents."""
-        doc = pycrdt.Doc()
+        doc: pycrdt.Doc[Any] = pycrdt.Doc()
         with doc.transaction():
             for key, value in self._factory().items():
                 if isinstance(value, pycrdt.Array):
@@ -115,7 +115,7 @@ def untyped_to_json(update: bytes, keys: Iterable[str]) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for key in keys:
         for kind in (pycrdt.Map, pycrdt.Text, pycrdt.Array):
-            copy = pycrdt.Doc()
+            copy: pycrdt.Doc[Any] = pycrdt.Doc()
             copy.apply_update(update)
             value = to_json(copy.get(key, type=kind))
             if value or kind is pycrdt.Array:

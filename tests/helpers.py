@@ -71,7 +71,7 @@ class ServerProcess:
         self.args = args
         self.env = {**os.environ, **(env or {})}
         self.process: subprocess.Popen[bytes] | None = None
-        self.log_file = tempfile.NamedTemporaryFile(prefix="pluv-server-", suffix=".log", delete=False)  # noqa: SIM115
+        self.log_file = tempfile.NamedTemporaryFile(prefix="pluv-server-", suffix=".log", delete=False)
 
     @property
     def log(self) -> bytes:

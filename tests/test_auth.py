@@ -57,7 +57,9 @@ async def refused(make_client: Any, server: RoomServer, room: str, auth_endpoint
 async def test_a_valid_token_enters_and_its_user_is_the_identity(start_server: Any, make_client: Any) -> None:
     server = await start_server(secret=SECRET, user=UserModel)
     io = server.io
-    client = make_client(server, auth_endpoint=lambda room: io.create_token(room=room, user={"id": "u1", "name": "Ada"}))
+    client = make_client(
+        server, auth_endpoint=lambda room: io.create_token(room=room, user={"id": "u1", "name": "Ada"})
+    )
     room = await client.enter("r")
     assert room.myself is not None and room.myself.id == "u1" and room.myself.info["name"] == "Ada"
 
@@ -65,17 +67,27 @@ async def test_a_valid_token_enters_and_its_user_is_the_identity(start_server: A
 @pytest.mark.parametrize(
     ("make_token", "code"),
     [
-        (lambda io, room: jwt.encode({"room": room, "user": {"id": "u"}, "exp": time.time() + 60}, "wrong-secret-of-32-bytes-at-least!!"),
-         CloseCode.TOKEN_INVALID),
+        (
+            lambda io, room: jwt.encode(
+                {"room": room, "user": {"id": "u"}, "exp": time.time() + 60}, "wrong-secret-of-32-bytes-at-least!!"
+            ),
+            CloseCode.TOKEN_INVALID,
+        ),
         (lambda io, room: "not.a.token", CloseCode.TOKEN_INVALID),
-        (lambda io, room: jwt.encode({"room": room, "user": {"id": "u"}, "exp": time.time() - 5}, SECRET),
-         CloseCode.TOKEN_EXPIRED),
-        (lambda io, room: io.create_token(room="another-room", user={"id": "u", "name": "x"}), CloseCode.TOKEN_WRONG_ROOM),
+        (
+            lambda io, room: jwt.encode({"room": room, "user": {"id": "u"}, "exp": time.time() - 5}, SECRET),
+            CloseCode.TOKEN_EXPIRED,
+        ),
+        (
+            lambda io, room: io.create_token(room="another-room", user={"id": "u", "name": "x"}),
+            CloseCode.TOKEN_WRONG_ROOM,
+        ),
     ],
     ids=["wrong-secret", "garbage", "expired", "other-room"],
 )
-async def test_refused_tokens_close_with_a_documented_code(start_server: Any, make_client: Any, make_token: Any,
-                                                           code: int) -> None:
+async def test_refused_tokens_close_with_a_documented_code(
+    start_server: Any, make_client: Any, make_token: Any, code: int
+) -> None:
     server = await start_server(secret=SECRET)
     error = await refused(make_client, server, "r", lambda room: make_token(server.io, room))
     assert error.code == code
@@ -124,15 +136,17 @@ async def test_token_route_is_closed_with_a_secret_and_no_join_code(start_server
 
 
 async def test_a_deployment_can_mint_its_own_users(start_server: Any, make_client: Any) -> None:
-    server = await start_server(secret=SECRET, mint_user=lambda ask: {"id": f"sso-{ask.name}"}
-                                if ask.params.get("ticket") == "ok" else None)
+    server = await start_server(
+        secret=SECRET, mint_user=lambda ask: {"id": f"sso-{ask.name}"} if ask.params.get("ticket") == "ok" else None
+    )
     assert (await get_json(token_url(server, room="r", name="Ada", ticket="bad")))[0] == 403
     room = await make_client(server, auth_endpoint=token_url(server, name="Ada", ticket="ok")).enter("r")
     assert room.myself is not None and room.myself.id == "sso-Ada"
 
 
-async def test_one_authenticated_user_twice_is_one_other_with_two_connections(start_server: Any,
-                                                                             make_client: Any) -> None:
+async def test_one_authenticated_user_twice_is_one_other_with_two_connections(
+    start_server: Any, make_client: Any
+) -> None:
     server = await start_server(secret=SECRET)
     io = server.io
 

@@ -87,7 +87,7 @@ class PluvRoom:
         self._metadata: Any = None
         self._left = False
         # Storage: the document, its root types (from the storage factory), and undo.
-        self.doc = pycrdt.Doc()
+        self.doc: pycrdt.Doc[Any] = pycrdt.Doc()
         self._roots: dict[str, Any] = {}
         if initial_storage is not None:
             for key, kind in initial_storage.root_types.items():
@@ -236,7 +236,7 @@ class PluvRoom:
 
     def _start(self, metadata: Any) -> asyncio.Future[PluvRoom]:
         """On the loop: start connecting unless already started; the future resolves when open."""
-        if self._opened is None or self._opened.done() and self.state == ConnectionState.CLOSED:
+        if self._opened is None or (self._opened.done() and self.state == ConnectionState.CLOSED):
             self._opened = self._client.loop.create_future()
         if self._task is None or self._task.done():
             self._left = False

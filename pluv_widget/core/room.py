@@ -4,8 +4,9 @@ Every method returns the :data:`Action` list the adapter must carry out, in orde
 :class:`Send` a frame, :class:`Commit` a storage update (persist it, then call
 :meth:`RoomCore.commit`), :class:`Invoke` a typed procedure (run the handler, then call
 :meth:`RoomCore.emit`), or :class:`Mirror` an accepted input to the other server processes.
-The same core serves members whose sockets live on other server processes (``Member.local`` is False): their inputs arrive through pub/sub and are fed to the
-same methods, and the adapter simply has no socket to send them frames on.
+The same core serves members whose sockets live on other server processes (``Member.local``
+is False): their inputs arrive through pub/sub and are fed to :meth:`RoomCore.apply_envelope`,
+and the adapter simply has no socket to send them frames on.
 
 Storage durability: the core's document only ever holds *committed* state. An incoming update
 is validated and handed back as a :class:`Commit`; it is applied and relayed by
@@ -130,7 +131,7 @@ class RoomCore:
         self.limits = limits or Limits()
         self.procedures = procedures
         self.members: dict[str, Member] = {}
-        self.doc: pycrdt.Doc = pycrdt.Doc()
+        self.doc: pycrdt.Doc[Any] = pycrdt.Doc()
         self.storage_bytes = 0
         self.pending_bytes = 0  # validated updates not yet committed: they count toward the cap
         self.load(updates)

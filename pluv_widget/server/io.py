@@ -205,7 +205,7 @@ class PluvIO:
         """The room's committed storage as JSON (loads it if no one is in the room)."""
         return await self._running().storage_json(room)
 
-    async def update_storage(self, room: str, edit: Callable[[pycrdt.Doc], None | Awaitable[None]]) -> None:
+    async def update_storage(self, room: str, edit: Callable[[pycrdt.Doc[Any]], Awaitable[None] | None]) -> None:
         """Edit a room's storage as the server: ``edit(doc)`` runs on a copy; its changes are
         committed and relayed like any client's update."""
         await self._running().update_storage(room, edit)

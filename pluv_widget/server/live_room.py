@@ -140,7 +140,9 @@ class LiveRoom:
             problems = "; ".join(
                 f"{'.'.join(map(str, problem['loc'])) or 'input'}: {problem['msg']}" for problem in error.errors()
             )
-            self.send_error(call.connection_id, ErrorCode.INVALID_INPUT, f"invalid input for {call.event!r}: {problems}")
+            self.send_error(
+                call.connection_id, ErrorCode.INVALID_INPUT, f"invalid input for {call.event!r}: {problems}"
+            )
             return
         outputs: Any = {call.event: data}
         if procedure.handler is not None:
@@ -180,8 +182,11 @@ class LiveRoom:
                     log.exception("room %s: could not persist an update", self.name)
                     self.core.release(sum(map(len, parts)))
                     for commit in batch:
-                        self.send_error(commit.connection_id, ErrorCode.STORAGE_REJECTED,
-                                    f"the server could not store the update: {error}")
+                        self.send_error(
+                            commit.connection_id,
+                            ErrorCode.STORAGE_REJECTED,
+                            f"the server could not store the update: {error}",
+                        )
                     continue
                 senders = [commit.connection_id for commit in batch if commit.connection_id]
                 await self._run(self.core.commit(update, senders, released=sum(map(len, parts))))
@@ -205,8 +210,8 @@ class LiveRoom:
         self.core.compacted(len(snapshot))
         self._stored_updates, self._tail_bytes, self._snapshot_bytes = 1, 0, len(snapshot)
 
-    async def update_storage(self, edit: Callable[[pycrdt.Doc], None | Awaitable[None]]) -> None:
-        copy = pycrdt.Doc()
+    async def update_storage(self, edit: Callable[[pycrdt.Doc[Any]], Awaitable[None] | None]) -> None:
+        copy: pycrdt.Doc[Any] = pycrdt.Doc()
         copy.apply_update(self.core.doc.get_update())
         before = copy.get_state()
         result = edit(copy)
@@ -293,6 +298,9 @@ class LiveRoom:
 
     def _context(self, connection_id: str | None) -> Context:
         member = self.core.members.get(connection_id) if connection_id else None
-        return Context(self.name, connection_id, member.user if member else None,
-                       self.metadata.get(connection_id) if connection_id else None)
-
+        return Context(
+            self.name,
+            connection_id,
+            member.user if member else None,
+            self.metadata.get(connection_id) if connection_id else None,
+        )

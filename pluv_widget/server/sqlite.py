@@ -107,26 +107,27 @@ class SqlitePersistence:
                 try:
                     results.append((work(connection), None))
                     connection.execute("RELEASE job")
-                except Exception as error:
+                except Exception as failure:
                     connection.execute("ROLLBACK TO job")
                     connection.execute("RELEASE job")
-                    results.append((None, error))
+                    results.append((None, failure))
             connection.execute("COMMIT")
-        except Exception as error:
+        except Exception as failure:
             if connection.in_transaction:
                 connection.execute("ROLLBACK")
-            results = [(None, error)] * len(batch)
+            results = [(None, failure)] * len(batch)
         for (_, loop, future, _), (result, error) in zip(batch, results, strict=True):
             loop.call_soon_threadsafe(_settle, future, result, error)
 
     @staticmethod
     def _execute_alone(connection: sqlite3.Connection, job: Job) -> None:
         work, loop, future, _ = job
+        outcome: tuple[Any, BaseException | None]
         try:
-            result, error = work(connection), None
+            outcome = (work(connection), None)
         except Exception as failure:
-            result, error = None, failure
-        loop.call_soon_threadsafe(_settle, future, result, error)
+            outcome = (None, failure)
+        loop.call_soon_threadsafe(_settle, future, *outcome)
 
     async def _submit(self, work: Callable[[sqlite3.Connection], Any], *, in_transaction: bool = True) -> Any:
         loop = asyncio.get_running_loop()

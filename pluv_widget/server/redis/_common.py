@@ -112,10 +112,18 @@ class Keys:
 
 
 def encode_envelope(envelope: dict[str, Any]) -> bytes:
-    """JSON for the wire; an ``update`` envelope's bytes travel as base64."""
-    if isinstance(envelope.get("update"), bytes | bytearray):
-        envelope = {**envelope, "update": base64.b64encode(envelope["update"]).decode("ascii")}
-    return json.dumps(envelope, separators=(",", ":")).encode()
+    """JSON for the wire; an ``update`` envelope's bytes travel as base64. The sender's node
+    comes first, so that a process can skip its own envelopes without decoding them
+    (:func:`own_prefix`)."""
+    ordered = {"node": envelope.get("node", ""), **envelope}
+    if isinstance(ordered.get("update"), bytes | bytearray):
+        ordered["update"] = base64.b64encode(ordered["update"]).decode("ascii")
+    return json.dumps(ordered, separators=(",", ":")).encode()
+
+
+def own_prefix(node: str) -> bytes:
+    """How every envelope ``node`` publishes starts (see :func:`encode_envelope`)."""
+    return b'{"node":' + json.dumps(node).encode() + b","
 
 
 def decode_envelope(data: bytes) -> dict[str, Any]:

@@ -54,6 +54,7 @@ from ._common import (
     decode_envelope,
     encode_envelope,
     new_token,
+    own_prefix,
 )
 
 log = logging.getLogger("pluv_widget.server.redis")
@@ -76,6 +77,7 @@ class _Subscription:
     room: str
     node: str
     handler: Handler
+    own: bytes  # how this node's own envelopes start: skipped undecoded
     live: bool = False  # False while catching up: envelopes wait in ``backlog``
     backlog: list[Envelope] = field(default_factory=list)
     # The other nodes' members as this subscriber was told: what a recovery reconciles.
@@ -164,7 +166,7 @@ class RedisPubSub:
         self._start()
         await self._attempted.wait()
         async with self._lock:
-            sub = _Subscription(room, node, handler)
+            sub = _Subscription(room, node, handler, own_prefix(node))
             first = room not in self._subs
             self._subs.setdefault(room, {})[node] = sub
             new_node = node not in self._nodes
@@ -311,8 +313,8 @@ class RedisPubSub:
     async def _dispatch(self, channel: str, data: bytes) -> None:
         room = channel.removeprefix(self.keys.channel(""))
         subs = self._subs.get(room)
-        if not subs:
-            return
+        if not subs or all(data.startswith(sub.own) for sub in subs.values()):
+            return  # nobody here but its sender
         try:
             envelope = decode_envelope(data)
         except ValueError:
