@@ -167,3 +167,16 @@ async def test_my_presence_subscription(server: RoomServer, make_client: Any) ->
     a.update_my_presence({"selection_id": "s"})
     await asyncio.sleep(0)
     assert seen == [{"selection_id": "s", "name": "ada"}]
+
+
+async def test_pluv_style_subscriptions_with_one_argument(server: RoomServer, make_client: Any) -> None:
+    (a,) = await enter_all(make_client, server, "r", "ada")
+    snapshots: list[list[Any]] = []
+    states: list[str] = []
+    a.subscribe("others", snapshots.append)
+    a.subscribe("connection", states.append)
+    (b,) = await enter_all(make_client, server, "r", "bob")
+    await until(a, lambda: snapshots and len(snapshots[-1]) == 1)
+    assert snapshots[-1][0].connection_id == b.connection_id
+    with pytest.raises(ValueError, match="unknown subscription"):
+        a.subscribe("nonsense", print)

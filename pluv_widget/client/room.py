@@ -276,7 +276,10 @@ class PluvRoom:
                     log.warning("room %s: %s", self.name, error)
                     self._closed(error)
                     if self._on_authorization_fail is not None:
-                        self._on_authorization_fail(error)
+                        try:
+                            self._on_authorization_fail(error)
+                        except Exception:
+                            log.exception("room %s: on_authorization_fail raised", self.name)
                     return
                 except RoomClosedError as error:
                     log.error("room %s: %s", self.name, error)
@@ -284,6 +287,8 @@ class PluvRoom:
                     return
                 except (OSError, ConnectionClosed, InvalidHandshake, TimeoutError) as error:
                     log.info("room %s: connection failed: %s", self.name, error)
+                except Exception:  # a frame we could not handle: drop this connection, not the room
+                    log.exception("room %s: unexpected error; reconnecting", self.name)
                 if self._left:
                     break
                 self._set_state(ConnectionState.UNAVAILABLE)

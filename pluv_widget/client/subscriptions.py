@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections import defaultdict
 from collections.abc import Callable
@@ -44,6 +45,17 @@ class Listeners:
                 log.exception("a %r subscriber raised", topic)
 
 
+def _positional_arity(callback: Callable[..., Any]) -> int | None:
+    """How many positional arguments ``callback`` takes, or None when it takes any number."""
+    try:
+        parameters = inspect.signature(callback).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind == p.VAR_POSITIONAL for p in parameters):
+        return None
+    return sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty for p in parameters)
+
+
 class RoomSubscriptions:
     """Callbacks run on the client's event loop thread, except ``storage`` callbacks, which run
     where the change was made (the loop for remote changes, the caller for local edits)."""
@@ -52,8 +64,23 @@ class RoomSubscriptions:
         self._room = room
         self._listeners = room._listeners
 
-    def others(self, callback: Callable[[list[User], OthersChange], None]) -> Unsubscribe:
-        """``callback(others, change)`` when someone enters, leaves or updates presence."""
+    def __call__(self, topic: str, callback: Callable[..., Any]) -> Unsubscribe:
+        """pluv's spelling: ``room.subscribe("others", cb)``, ``("my-presence", cb)``,
+        ``("connection", cb)``, ``("storage-state", cb)``, ``("error", cb)``."""
+        method = getattr(self, topic.replace("-", "_"), None)
+        if topic.startswith("_") or topic in ("event", "storage") or method is None:
+            raise ValueError(f"unknown subscription {topic!r}; use room.subscribe.event(name, cb) for events")
+        unsubscribe: Unsubscribe = method(callback)
+        return unsubscribe
+
+    def others(
+        self, callback: Callable[[list[User], OthersChange], None] | Callable[[list[User]], None]
+    ) -> Unsubscribe:
+        """``callback(others, change)`` when someone enters, leaves or updates presence
+        (``callback(others)`` if it takes one argument, as in pluv)."""
+        if _positional_arity(callback) == 1:
+            single = callback
+            return self._listeners.add("others", lambda others, _change: single(others))  # type: ignore[call-arg]
         return self._listeners.add("others", callback)
 
     def my_presence(self, callback: Callable[[dict[str, Any]], None]) -> Unsubscribe:

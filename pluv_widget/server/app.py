@@ -261,14 +261,14 @@ class RoomServer:
         self.connections += 1
         try:
             await room.join(socket, Member(connection_id, user, presence), metadata)
-            log.debug("%s joined %s as %s", connection_id, name, user["id"])
+            log.info("room %s: %s joined (user %s)", name, connection_id, user["id"])
             await self._serve(socket, room, connection_id)
         except ConnectionClosed:
             pass
         finally:
             self.connections -= 1
             await room.leave(connection_id)
-            log.debug("%s left %s", connection_id, name)
+            log.info("room %s: %s left", name, connection_id)
             self.release(room)
 
     async def _enter(self, socket: ServerConnection, name: str, initial_storage: bytes | None) -> LiveRoom | None:
