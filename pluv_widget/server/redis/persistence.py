@@ -154,8 +154,11 @@ class RedisPersistence:
         if self._unsaved:
             await self._flush_unsaved()
         if self._unsaved:
-            log.error("Redis is unreachable: %d acknowledged updates of rooms %s were never stored",
-                      self.unsaved_updates, ", ".join(sorted(self._unsaved)))
+            log.error(
+                "Redis is unreachable: %d acknowledged updates of rooms %s were never stored",
+                self.unsaved_updates,
+                ", ".join(sorted(self._unsaved)),
+            )
         if self._client is not None:
             await self._client.aclose()
 
@@ -180,8 +183,14 @@ class RedisPersistence:
                     self._went_down(error)
                     self._keep(batch)
                     continue
-                refused = {room: result for room, result in zip(rooms, results, strict=True)
-                           if isinstance(result, Exception)}
+                except Exception as error:  # a refusal of the whole batch: each sender is told
+                    for _, _, future in batch:
+                        if not future.done():
+                            future.set_exception(error)
+                    continue
+                refused = {
+                    room: result for room, result in zip(rooms, results, strict=True) if isinstance(result, Exception)
+                }
                 for room, _, future in batch:
                     if future.done():
                         continue
@@ -212,8 +221,11 @@ class RedisPersistence:
     def _went_down(self, error: BaseException) -> None:
         if self._down_since is None:
             self._down_since = time.monotonic()
-            log.warning("Redis storage unreachable (%s): rooms keep serving this process's connections; "
-                        "their updates are kept in memory until Redis is back", error)
+            log.warning(
+                "Redis storage unreachable (%s): rooms keep serving this process's connections; "
+                "their updates are kept in memory until Redis is back",
+                error,
+            )
         if self._retrying is None:
             self._retrying = asyncio.create_task(self._retry())
 
@@ -245,6 +257,9 @@ class RedisPersistence:
             if not kept:
                 del self._unsaved[room]
         if not self._unsaved and self._down_since is not None:
-            log.warning("Redis storage is back after %.1f s; kept updates written (rooms: %s)",
-                        time.monotonic() - self._down_since, ", ".join(sorted(pending)) or "none")
+            log.warning(
+                "Redis storage is back after %.1f s; kept updates written (rooms: %s)",
+                time.monotonic() - self._down_since,
+                ", ".join(sorted(pending)) or "none",
+            )
             self._down_since = None

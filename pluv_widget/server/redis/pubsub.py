@@ -248,9 +248,11 @@ class RedisPubSub:
         owner, member = members[connection_id]
         if kind == "presence":
             member["presence"] = {**member["presence"], **envelope["patch"]}
+            return self._register(room, owner, member)[:1]  # the room is in the node's set already
         return self._register(room, owner, member)
 
     def _register(self, room: str, node: str, member: dict[str, Any]) -> list[Command]:
+        """Write ``member`` to the room's hash, and the room to the node's set (for reaping)."""
         key, rooms = self.keys.members(room), self.keys.node_rooms(node)
         entry = json.dumps({"node": node, "member": member}, separators=(",", ":"))
         connection_id = member["connection_id"]
@@ -279,6 +281,8 @@ class RedisPubSub:
                         await pipe.execute(raise_on_error=False)
                     except UNREACHABLE as error:
                         self._break(error)
+                    except Exception:  # never leave a publisher waiting
+                        log.exception("publishing to Redis failed")
                 for _, future in batch:
                     if not future.done():
                         future.set_result(None)
@@ -347,9 +351,7 @@ class RedisPubSub:
 
     async def _catch_up(self, sub: _Subscription, *, resync: bool = False) -> None:
         """Bring ``sub`` up to the member hash, replay what arrived meanwhile, go live."""
-        entries: dict[bytes | str, bytes | str] = await self.client.hgetall(
-            self.keys.members(sub.room)
-        )
+        entries: dict[bytes | str, bytes | str] = await self.client.hgetall(self.keys.members(sub.room))
         current: dict[str, tuple[str, dict[str, Any]]] = {}
         for connection_id, raw in entries.items():
             try:
@@ -428,8 +430,11 @@ class RedisPubSub:
     def _break(self, error: BaseException) -> None:
         if self._down_since is None:
             self._down_since = time.monotonic()
-            log.warning("Redis bus unreachable (%s): this process keeps serving its own connections; "
-                        "other processes are out of reach until Redis is back", error or type(error).__name__)
+            log.warning(
+                "Redis bus unreachable (%s): this process keeps serving its own connections; "
+                "other processes are out of reach until Redis is back",
+                error or type(error).__name__,
+            )
         self._publishing = False
         self._state = "unavailable"
         self._broken.set()
@@ -450,8 +455,10 @@ class RedisPubSub:
             if node:
                 self._registered.add(node)
             if result[2]:
-                log.warning("server processes %s stopped heartbeating: their members left their rooms",
-                            ", ".join(dead.decode() for dead in result[2]))
+                log.warning(
+                    "server processes %s stopped heartbeating: their members left their rooms",
+                    ", ".join(dead.decode() for dead in result[2]),
+                )
         if self._instance is not None and instance != self._instance:
             log.warning("Redis lost its data (restarted empty?): re-seeding it from the rooms this process holds")
             lost = True
@@ -498,6 +505,9 @@ class RedisPubSub:
             self._state = "ok"
             self._was_up = True
             if self._down_since is not None:
-                log.warning("Redis bus is back after %.1f s: %d rooms caught up", time.monotonic() - self._down_since,
-                            len(self._subs))
+                log.warning(
+                    "Redis bus is back after %.1f s: %d rooms caught up",
+                    time.monotonic() - self._down_since,
+                    len(self._subs),
+                )
                 self._down_since = None
