@@ -16,7 +16,7 @@ can never show anyone state that a crash could lose.
 
 from __future__ import annotations
 
-from collections.abc import Container, Iterable
+from collections.abc import Container, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -150,12 +150,25 @@ class RoomCore:
         """True once the room holds any storage: initial storage must not be applied then."""
         return self.storage_bytes > 0
 
-    def commit(self, update: bytes, senders: Iterable[str] = (), *, released: int = 0) -> list[Action]:
+    def commit(
+        self, update: bytes, senders: Iterable[str] = (), *, released: int = 0, parts: Sequence[bytes] = ()
+    ) -> list[Action]:
         """Apply a committed update (``released``: the pending bytes it settles) and relay it as
         one frame, to everyone but a sole sender. ``senders`` empty: it came from another process
-        (already mirrored there), or from the server itself."""
+        (already mirrored there), or from the server itself.
+
+        ``parts``: the original updates ``update`` merges. They are applied one by one and the
+        relayed frame is the document's diff over them: pycrdt applies a ``merge_updates``
+        result about 100x slower than the same edits as a diff (2,000 appends: 48 ms against
+        0.3 ms), on this server and on every receiving kernel, and the diff is half the bytes.
+        """
         self.release(released)
-        self.load([update])
+        if len(parts) > 1:
+            before = self.doc.get_state()
+            self.load(parts)
+            update = self.doc.get_update(before)
+        else:
+            self.load([update])
         distinct = set(senders)
         exclude = distinct.pop() if len(distinct) == 1 else None
         actions: list[Action] = [Send(sync_frame(pycrdt.YSyncMessageType.SYNC_UPDATE, update), exclude=exclude)]

@@ -189,7 +189,7 @@ class LiveRoom:
                         )
                     continue
                 senders = [commit.connection_id for commit in batch if commit.connection_id]
-                await self._run(self.core.commit(update, senders, released=sum(map(len, parts))))
+                await self._run(self.core.commit(update, senders, released=sum(map(len, parts)), parts=parts))
                 self._stored_updates += 1
                 self._tail_bytes += len(update)
                 if self.io.on_storage_updated is not None:

@@ -1,0 +1,51 @@
+"""pluv-widget's protocol: JSON control and presence frames, y-websocket binary sync frames.
+
+Join: ``{"type": "join", "protocol": 1, "presence": {...}}`` → ``welcome``; then a sync step 1
+that the server answers with its step 2 (and its own step 1, answered with ours). Presence is
+``{"type": "presence", "patch": {...}}``; others receive it stamped with the sender's
+``connection_id``. See ``pluv_widget/protocol.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pycrdt
+
+from . import SYNC, Client, Frame
+
+PROTOCOL_VERSION = 1
+
+
+class PluvClient(Client):
+    name = "pluv"
+
+    connection_id: str | None = None
+
+    async def handshake(self) -> None:
+        self._welcome = asyncio.Event()
+        await self.send(json.dumps({"type": "join", "protocol": PROTOCOL_VERSION, "presence": {}}))
+        await self._welcome.wait()
+        await self.send(pycrdt.create_sync_message(self.doc))
+        await self._synced.wait()
+
+    def on_frame(self, frame: Frame) -> None:
+        if isinstance(frame, bytes):
+            if frame and frame[0] == SYNC:
+                self.on_sync(frame)
+            return
+        message = json.loads(frame)
+        kind = message.get("type")
+        if kind == "presence":
+            self.sink.presence(self, message["connection_id"], message["patch"])
+        elif kind == "welcome":
+            self.connection_id = message["connection_id"]
+            self._welcome.set()
+        elif kind == "error":
+            if len(self.errors) < 20:
+                self.errors.append(f"{message.get('code')}: {message.get('message')}")
+
+    def presence_frame(self, state: dict[str, Any]) -> Frame:
+        return json.dumps({"type": "presence", "patch": state}, separators=(",", ":"))

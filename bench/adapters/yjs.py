@@ -1,0 +1,50 @@
+"""The y-websocket protocol, as @y/websocket-server and pycrdt-websocket speak it.
+
+A y-websocket client's exchange, built with pycrdt: on open it sends a sync step 1 and answers
+the server's step 1 with a step 2; it is synced when the server's step 2 arrives. Presence is
+the awareness protocol: ``pycrdt.Awareness`` encodes this client's state (clock + JSON) into an
+awareness message; received awareness updates are decoded entry by entry (client id, clock,
+JSON state), as ``Awareness.apply_awareness_update`` reads them. Both servers echo awareness
+back to its sender: that echo is skipped.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pycrdt
+
+from . import AWARENESS, SYNC, Client, Frame
+
+
+class YjsClient(Client):
+    name = "yjs"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.awareness = pycrdt.Awareness(self.doc)
+
+    async def handshake(self) -> None:
+        await self.send(pycrdt.create_sync_message(self.doc))
+        await self._synced.wait()
+
+    def on_frame(self, frame: Frame) -> None:
+        if not isinstance(frame, bytes) or not frame:
+            return
+        if frame[0] == SYNC:
+            self.on_sync(frame)
+        elif frame[0] == AWARENESS:
+            decoder = pycrdt.Decoder(pycrdt.read_message(frame[1:]))
+            own = self.awareness.client_id
+            for _ in range(decoder.read_var_uint()):
+                client_id = decoder.read_var_uint()
+                decoder.read_var_uint()  # clock
+                text = decoder.read_var_string()
+                if client_id != own and text and text != "null":
+                    self.sink.presence(self, client_id, json.loads(text))
+
+    def presence_frame(self, state: dict[str, Any]) -> Frame:
+        self.awareness.set_local_state(state)
+        update = self.awareness.encode_awareness_update([self.awareness.client_id])
+        return pycrdt.create_awareness_message(update)

@@ -1,0 +1,1 @@
+"""The peers' servers the bench runs beside ours: each a tiny script in its stock configuration."""
