@@ -17,10 +17,14 @@ as ``error`` messages; those that do arrive as a close code listed in :class:`Cl
 
 from __future__ import annotations
 
+import base64
 import json
 import re
+from dataclasses import dataclass
 from enum import IntEnum, StrEnum
 from typing import Any, Literal, NotRequired, TypedDict
+
+import pycrdt
 
 PROTOCOL_VERSION = 1
 SERVER_NAME = "pluv-widget"
@@ -188,6 +192,70 @@ def error_message(code: ErrorCode, text: str) -> ErrorMessage:
 
 #: Paths the server answers over HTTP, so no room can have these names.
 RESERVED_ROOM_NAMES = frozenset({"health", "token"})
+
+
+@dataclass(frozen=True)
+class Join:
+    """A validated ``join`` message."""
+
+    presence: dict[str, Any]
+    metadata: Any
+    initial_storage: bytes | None
+
+
+def parse_join(frame: str | bytes, limits: Limits) -> Join:
+    """Validate a connection's first frame; :class:`ProtocolError` says what is wrong with it."""
+    if not isinstance(frame, str):
+        raise ProtocolError(ErrorCode.INVALID_MESSAGE, "the first message must be a text 'join' message")
+    message = decode(frame)
+    presence = message.get("presence", {})
+    initial = message.get("initial_storage")
+    if message["type"] != "join":
+        problem = "the first message must be a text 'join' message"
+    elif message.get("protocol") != PROTOCOL_VERSION:
+        problem = f"unsupported protocol {message.get('protocol')!r}; this server speaks {PROTOCOL_VERSION}"
+    elif not isinstance(presence, dict):
+        problem = "join 'presence' must be an object"
+    elif json_size(presence) > limits.max_presence_bytes:
+        problem = f"initial presence is over {limits.max_presence_bytes} bytes"
+    elif initial is not None and not isinstance(initial, str):
+        problem = "join 'initial_storage' must be base64 text"
+    else:
+        try:
+            storage = base64.b64decode(initial, validate=True) if initial else None
+            if storage is not None:
+                pycrdt.get_state(storage)  # decodable, or refused now
+        except Exception as error:
+            problem = f"invalid initial_storage: {error}"
+        else:
+            return Join(presence, message.get("metadata"), storage)
+    raise ProtocolError(ErrorCode.INVALID_MESSAGE, problem)
+
+
+# -- binary frames: Yjs sync messages as y-websocket frames them ------------------------------
+
+SYNC_MESSAGE = 0
+
+
+def sync_frame(step: pycrdt.YSyncMessageType, payload: bytes) -> bytes:
+    """A binary frame carrying one sync message (step 1 state vector, step 2 diff, or update)."""
+    return bytes([SYNC_MESSAGE, step]) + pycrdt.write_message(payload)
+
+
+def read_sync_frame(frame: bytes) -> tuple[int, bytes]:
+    """Split a binary frame into (sync step, payload); ``ValueError`` if it is not one."""
+    decoder = pycrdt.Decoder(frame)
+    try:
+        kind = decoder.read_var_uint()
+        if kind != SYNC_MESSAGE:
+            raise ValueError(f"unsupported binary message type {kind}")
+        step = decoder.read_var_uint()
+        payload = decoder.read_message()
+    except (IndexError, RuntimeError):
+        raise ValueError("truncated sync message") from None
+    if payload is None or decoder.length != 0:
+        raise ValueError("payload length does not match the frame")
+    return step, bytes(payload)
 
 
 def is_valid_room_name(name: str) -> bool:

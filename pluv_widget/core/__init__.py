@@ -1,5 +1,7 @@
 """The sans-I/O room core: decides, never does I/O."""
 
+from ..protocol import read_sync_frame as read_sync_frame
+from ..protocol import sync_frame as sync_frame
 from .room import Action as Action
 from .room import Commit as Commit
 from .room import Invoke as Invoke
@@ -7,4 +9,3 @@ from .room import Member as Member
 from .room import Mirror as Mirror
 from .room import RoomCore as RoomCore
 from .room import Send as Send
-from .room import sync_frame as sync_frame

@@ -23,9 +23,8 @@ from typing import Any
 import pycrdt
 
 from .. import protocol
-from ..protocol import ErrorCode, Limits
+from ..protocol import ErrorCode, Limits, read_sync_frame, sync_frame
 
-SYNC_MESSAGE = 0
 EMPTY_UPDATE = b"\x00\x00"
 
 
@@ -84,36 +83,6 @@ Action = Send | Commit | Invoke | Mirror
 
 def _error(connection_id: str, code: ErrorCode, text: str) -> list[Action]:
     return [Send(protocol.encode(protocol.error_message(code, text)), to=(connection_id,))]
-
-
-def _read_varuint(data: bytes, offset: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        if offset >= len(data):
-            raise ValueError("truncated varuint")
-        byte = data[offset]
-        offset += 1
-        value |= (byte & 0x7F) << shift
-        shift += 7
-        if byte < 0x80:
-            return value, offset
-
-
-def _read_sync_message(frame: bytes) -> tuple[int, bytes]:
-    """Split a y-websocket binary frame into (sync step, payload); raise ValueError if invalid."""
-    kind, offset = _read_varuint(frame, 0)
-    if kind != SYNC_MESSAGE:
-        raise ValueError(f"unsupported binary message type {kind}")
-    step, offset = _read_varuint(frame, offset)
-    length, offset = _read_varuint(frame, offset)
-    if offset + length != len(frame):
-        raise ValueError("payload length does not match the frame")
-    return step, frame[offset:]
-
-
-def sync_frame(step: pycrdt.YSyncMessageType, payload: bytes) -> bytes:
-    """A binary frame carrying one sync message (step 1 state vector, step 2 diff, or update)."""
-    return bytes([SYNC_MESSAGE, step]) + pycrdt.write_message(payload)
 
 
 class RoomCore:
@@ -186,7 +155,7 @@ class RoomCore:
 
     def receive_binary(self, connection_id: str, frame: bytes) -> list[Action]:
         try:
-            step, payload = _read_sync_message(frame)
+            step, payload = read_sync_frame(frame)
         except ValueError as error:
             return _error(connection_id, ErrorCode.STORAGE_REJECTED, f"not a sync message: {error}")
         if step == pycrdt.YSyncMessageType.SYNC_STEP1:

@@ -18,7 +18,6 @@ memory per connection and our frames are small.
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import logging
 import os
@@ -29,7 +28,6 @@ from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-import pycrdt
 from pydantic import ValidationError
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
@@ -254,13 +252,12 @@ class RoomServer:
         join = await self._await_join(socket)
         if join is None:
             return
-        presence, metadata, initial_storage = join
-        room = await self._enter(socket, name, initial_storage)
+        room = await self._enter(socket, name, join.initial_storage)
         if room is None:
             return
         self.connections += 1
         try:
-            await room.join(socket, Member(connection_id, user, presence), metadata)
+            await room.join(socket, Member(connection_id, user, join.presence), join.metadata)
             log.info("room %s: %s joined (user %s)", name, connection_id, user["id"])
             await self._serve(socket, room, connection_id)
         except ConnectionClosed:
@@ -287,44 +284,20 @@ class RoomServer:
             await socket.close(CloseCode.TRY_AGAIN_LATER, "room storage unreachable: retry later")
             return None
 
-    async def _await_join(self, socket: ServerConnection) -> tuple[dict[str, Any], Any, bytes | None] | None:
-        """Read the ``join`` message: (presence, metadata, initial storage), or close and None."""
-        limits = self.io.limits
+    async def _await_join(self, socket: ServerConnection) -> protocol.Join | None:
+        """Read and validate the ``join`` message; on failure close the socket and return None."""
         try:
-            frame = await asyncio.wait_for(socket.recv(), limits.join_timeout_s)
+            frame = await asyncio.wait_for(socket.recv(), self.io.limits.join_timeout_s)
         except TimeoutError:
             await socket.close(CloseCode.JOIN_TIMEOUT, "no join message in time")
             return None
         except ConnectionClosed:
             return None
-        problem = "the first message must be a text 'join' message"
-        if isinstance(frame, str):
-            try:
-                message = protocol.decode(frame)
-            except protocol.ProtocolError as error:
-                message, problem = {}, str(error)
-            if message.get("type") == "join":
-                presence = message.get("presence", {})
-                initial = message.get("initial_storage")
-                if message.get("protocol") != protocol.PROTOCOL_VERSION:
-                    problem = f"unsupported protocol {message.get('protocol')!r}; this server speaks " \
-                              f"{protocol.PROTOCOL_VERSION}"
-                elif not isinstance(presence, dict):
-                    problem = "join 'presence' must be an object"
-                elif protocol.json_size(presence) > limits.max_presence_bytes:
-                    problem = f"initial presence is over {limits.max_presence_bytes} bytes"
-                elif initial is not None and not isinstance(initial, str):
-                    problem = "join 'initial_storage' must be base64 text"
-                else:
-                    try:
-                        storage = base64.b64decode(initial, validate=True) if initial else None
-                        if storage is not None:
-                            pycrdt.get_state(storage)  # decodable, or refused now
-                        return presence, message.get("metadata"), storage
-                    except Exception as error:
-                        problem = f"invalid initial_storage: {error}"
-        await socket.close(CloseCode.PROTOCOL_ERROR, problem[:120])
-        return None
+        try:
+            return protocol.parse_join(frame, self.io.limits)
+        except protocol.ProtocolError as error:
+            await socket.close(CloseCode.PROTOCOL_ERROR, str(error)[:120])
+            return None
 
     async def _serve(self, socket: ServerConnection, room: LiveRoom, connection_id: str) -> None:
         """Feed the connection's frames to its room, pacing a flood instead of dropping it."""
