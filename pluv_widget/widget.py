@@ -11,7 +11,7 @@ protocol, the server the rest. It runs on the client's loop (the kernel's own lo
   coalesced and the latest state always arrives.
 * browser → room: ``{type: "post", text}`` and ``{type: "select", id}`` comm messages. With
   JupyterLab's comms over subshells they arrive on another thread with another loop, so they
-  are handed to the client's loop with ``call_soon_threadsafe`` before touching the room.
+  are handed to the client's loop with ``client.call_soon`` before touching the room.
 
 Configuration: ``url=`` or ``$PLUV_WIDGET_URL`` (a ws base URL); ``join_code=`` or
 ``$PLUV_WIDGET_JOIN_CODE`` when that server requires auth. With neither, the local server
@@ -214,14 +214,14 @@ class RoomWidget(anywidget.AnyWidget):
             "text": text,
             "time": int(time.time() * 1000),
         }
-        self._on_loop(self._append, message)
+        self.client.call_soon(self._append, message)
         return str(message["id"])
 
     def select(self, message_id: str | None) -> None:
         """Select a message (others see it outlined in your colour); ``None`` clears. Thread-safe."""
         if self._left:
             raise RuntimeError("this widget has left its room")
-        self._on_loop(self.room.update_my_presence, {"selection_id": message_id})
+        self.room.update_my_presence({"selection_id": message_id})  # thread-safe itself
 
     async def wait_until(self, condition: Callable[[], object] | None = None, *, timeout: float = 30.0) -> None:
         """Wait, without blocking the loop, until the room is open and synced and ``condition()``
@@ -261,24 +261,13 @@ class RoomWidget(anywidget.AnyWidget):
         for unsubscribe in self._unsubscribe:
             unsubscribe()
         self.client.leave(self.room)
-        self._on_loop(self._push_closed, reason)
+        self.client.call_soon(self._push_closed, reason)
 
     def close(self) -> None:
         self.leave()
         super().close()
 
     # -- room → browser ---------------------------------------------------------------------
-
-    def _on_loop(self, fn: Callable[..., Any], *args: Any) -> None:
-        """Run ``fn`` on the client's loop: now if we are on it, else hand it over."""
-        try:
-            here = asyncio.get_running_loop() is self._loop
-        except RuntimeError:
-            here = False
-        if here:
-            fn(*args)
-        else:
-            self._loop.call_soon_threadsafe(fn, *args)
 
     def _on_messages(self, _value: Any) -> None:
         self._dirty_messages = True
@@ -292,23 +281,19 @@ class RoomWidget(anywidget.AnyWidget):
         self._on_messages(None)
 
     def _on_authorization_fail(self, error: Exception) -> None:
-        self._on_loop(self._show_error, f"not allowed into the room: {error}")
+        self.client.call_soon(self._show_error, f"not allowed into the room: {error}")
 
     def _show_error(self, text: str) -> None:
         self.error = text
 
     def _schedule_push(self) -> None:
-        if self._left:
+        self.client.call_soon(self._arm_push)
+
+    def _arm_push(self) -> None:
+        if self._left or self._push_handle is not None:
             return
-        try:
-            here = asyncio.get_running_loop() is self._loop
-        except RuntimeError:
-            here = False
-        if not here:
-            self._loop.call_soon_threadsafe(self._schedule_push)
-        elif self._push_handle is None:
-            delay = max(0.0, self._last_push + PUSH_INTERVAL_S - self._loop.time())
-            self._push_handle = self._loop.call_later(delay, self._push)
+        delay = max(0.0, self._last_push + PUSH_INTERVAL_S - self._loop.time())
+        self._push_handle = self._loop.call_later(delay, self._push)
 
     def _push(self) -> None:
         self._push_handle = None
@@ -366,7 +351,7 @@ class RoomWidget(anywidget.AnyWidget):
     def _on_frontend_message(self, _widget: Any, content: Any, _buffers: Any) -> None:
         # May run on a comm subshell's thread: never touch the room here.
         if isinstance(content, dict):
-            self._loop.call_soon_threadsafe(self._handle_frontend_message, dict(content))
+            self.client.call_soon(self._handle_frontend_message, dict(content))
 
     def _handle_frontend_message(self, content: dict[str, Any]) -> None:
         try:

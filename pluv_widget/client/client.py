@@ -118,7 +118,7 @@ class PluvClient:
     def enter_soon(self, room: str | PluvRoom, *, metadata: Any = None) -> PluvRoom:
         """Start entering ``room`` without waiting (for widgets and synchronous code)."""
         target = self._enter_target(room, metadata)
-        self._call_soon(target._start, self._metadata_json(metadata))
+        self.call_soon(target._start, self._metadata_json(metadata))
         return target
 
     def leave(self, room: str | PluvRoom) -> None:
@@ -131,7 +131,7 @@ class PluvClient:
         if target is None or (isinstance(room, PluvRoom) and target is not room):
             return
         del self._rooms[name]
-        self._call_soon(target._stop)
+        self.call_soon(target._stop)
 
     def _enter_target(self, room: str | PluvRoom, metadata: Any) -> PluvRoom:
         self._metadata_json(metadata)  # validate before anything else happens
@@ -180,8 +180,11 @@ class PluvClient:
 
     # -- loop -------------------------------------------------------------------------------
 
-    def _call_soon(self, callback: Callable[..., Any], *args: Any) -> None:
-        """Run ``callback`` on the client's loop: now if we are on it, else as soon as it can."""
+    def call_soon(self, callback: Callable[..., Any], *args: Any) -> None:
+        """Run ``callback`` on the client's loop: now if we are on it, else as soon as it can.
+
+        Thread-safe: the way for code on other threads (a widget's comm handlers) to touch a room.
+        """
         if _running_loop() is self.loop:
             callback(*args)
         else:
@@ -226,7 +229,7 @@ class PluvClient:
         self._rooms.clear()
         if self._thread is None:
             for room in rooms:
-                self._call_soon(room._stop)
+                self.call_soon(room._stop)
             return
 
         async def leave_all() -> None:

@@ -22,10 +22,9 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from .. import protocol
-from ..core import sync_frame
 from ..crdt import StorageFactory, to_json
 from ..errors import AuthorizationError, RoomClosedError, StorageLoadingError
-from ..protocol import CloseCode
+from ..protocol import CloseCode, read_sync_frame, sync_frame
 from .auth import fetch_token
 from .subscriptions import Listeners, RoomSubscriptions
 from .types import ConnectionState, OthersChange, RoomEvent, ServerError, StorageState, User
@@ -144,7 +143,7 @@ class PluvRoom:
         changed = {key: value for key, value in merged.items() if self._presence.get(key) != value}
         self._presence = merged
         if changed:
-            self._client._call_soon(self._send_presence, changed)
+            self._client.call_soon(self._send_presence, changed)
 
     def _send_presence(self, patch: dict[str, Any]) -> None:
         self._send({"type": "presence", "patch": patch})
@@ -155,7 +154,7 @@ class PluvRoom:
         if not protocol.EVENT_NAME_PATTERN.match(event):
             raise ValueError(f"invalid event name {event!r}")
         protocol.json_size(data)  # raises TypeError now for data that is not JSON
-        self._client._call_soon(self._send, {"type": "event", "event": event, "data": data})
+        self._client.call_soon(self._send, {"type": "event", "event": event, "data": data})
 
     # -- storage ----------------------------------------------------------------------------
 
@@ -204,7 +203,7 @@ class PluvRoom:
         # Queue, then send once per loop turn: a burst of edits leaves as one merged frame.
         self._outbox.append(event.update)
         if len(self._outbox) == 1:
-            self._client._call_soon(self._flush_outbox)
+            self._client.call_soon(self._flush_outbox)
 
     def _flush_outbox(self) -> None:
         updates, self._outbox = self._outbox, []
@@ -431,7 +430,7 @@ class PluvRoom:
             self._listeners.emit("others", self.others, OthersChange(kind, user))  # type: ignore[arg-type]
 
     def _on_sync(self, frame: bytes) -> None:
-        step, payload = frame[1], pycrdt.read_message(frame[2:])
+        step, payload = read_sync_frame(frame)
         if step == pycrdt.YSyncMessageType.SYNC_STEP1:
             # The server's state vector: send what it lacks (edits made while offline).
             diff = self.doc.get_update(payload)

@@ -58,10 +58,7 @@ def build_io(args: argparse.Namespace) -> PluvIO:
     if io.join_code is not None and io.secret is None:
         raise SystemExit("--join-code needs --secret (or PLUV_WIDGET_SECRET) to sign tokens")
     if args.redis:
-        from .redis import RedisPersistence, RedisPubSub
-
-        io.persistence = RedisPersistence(args.redis)
-        io.pubsub = RedisPubSub(args.redis)
+        io.use_redis(args.redis)
     elif io.persistence is None:
         if args.memory:
             from .persistence import MemoryPersistence

@@ -114,14 +114,10 @@ class PluvIO:
         self.token_max_age_s = token_max_age_s
         self.mint_user = mint_user
         self.limits = limits or Limits()
-        if redis is not None:
-            # redis://host:port/db: storage and fan-out shared with every process on it.
-            from .redis import RedisPersistence, RedisPubSub
-
-            persistence = persistence or RedisPersistence(redis)
-            pubsub = pubsub or RedisPubSub(redis)
         self.persistence = persistence
         self.pubsub = pubsub
+        if redis is not None:
+            self.use_redis(redis)
         self.data_dir = Path(data_dir) if data_dir is not None else None
         self.on_user_connected = on_user_connected
         self.on_user_disconnected = on_user_disconnected
@@ -160,6 +156,13 @@ class PluvIO:
         if self.user_model is not None:
             data = self.user_model.model_validate(data).model_dump(mode="json")
         return create_token(self.secret, room=room, user=data, max_age=max_age or self.token_max_age_s)
+
+    def use_redis(self, url: str) -> None:
+        """Share storage and fan-out with every process on ``redis://host:port/db``."""
+        from .redis import RedisPersistence, RedisPubSub
+
+        self.persistence = RedisPersistence(url)
+        self.pubsub = RedisPubSub(url)
 
     def make_persistence(self) -> Persistence:
         if self.persistence is None:

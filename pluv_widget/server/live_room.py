@@ -64,13 +64,16 @@ class LiveRoom:
         """
         await self.server.pubsub.subscribe(self.name, self.server.node, self._on_envelope)
         try:
-            updates = await self.server.persistence.load(self.name)
+            await self._load_stored()
         except BaseException:
             await self.server.pubsub.unsubscribe(self.name, self.server.node)
             raise
+        self._snapshot_bytes = self.core.storage_bytes
+
+    async def _load_stored(self) -> None:
+        updates = await self.server.persistence.load(self.name)
         self.core.load(updates)
         self._stored_updates = len(updates)
-        self._snapshot_bytes = self.core.storage_bytes
 
     async def close(self) -> None:
         """Finish pending commits and stop hearing other processes (the room is empty here)."""
@@ -97,10 +100,7 @@ class LiveRoom:
                 await self._publish({"kind": "update", "update": update})
                 log.info("room %s: initial storage applied (%d bytes)", self.name, len(update))
             else:
-                # Another process won the claim: its storage is the room's.
-                updates = await self.server.persistence.load(self.name)
-                self.core.load(updates)
-                self._stored_updates = len(updates)
+                await self._load_stored()  # another process won the claim: its storage is the room's
 
     async def join(self, socket: ServerConnection, member: Member, metadata: Any) -> None:
         self.sockets[member.connection_id] = socket
@@ -282,14 +282,16 @@ class LiveRoom:
 
     def _send(self, send: Send) -> None:
         if send.to is not None:
-            targets = [self.sockets[c] for c in send.to if c in self.sockets]
+            recipients = [c for c in send.to if c in self.sockets]
         else:
-            targets = [socket for c, socket in self.sockets.items() if c != send.exclude]
-        if self._held:
-            held = {id(self.sockets[c]): frames for c, frames in self._held.items() if c in self.sockets}
-            for socket in [t for t in targets if id(t) in held]:
-                held[id(socket)].append(send.frame)
-                targets.remove(socket)
+            recipients = [c for c in self.sockets if c != send.exclude]
+        targets = []
+        for connection_id in recipients:
+            held = self._held.get(connection_id)
+            if held is not None:
+                held.append(send.frame)  # still joining: delivered after its welcome
+            else:
+                targets.append(self.sockets[connection_id])
         if targets:
             websockets.broadcast(targets, send.frame)
 
