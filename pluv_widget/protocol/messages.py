@@ -1,0 +1,262 @@
+"""Every text message, defined once: its fields, its encoder and its decoder.
+
+The client's first frame is :class:`Join`; the server answers :class:`Welcome` (everyone already
+in the room) and then, as they happen, :class:`Joined`, :class:`Left`, :class:`PresenceUpdate`,
+:class:`Event` and :class:`ErrorMessage`. After joining, a client sends :class:`PresenceUpdate`
+and :class:`Event`. Values cross the wire as ``{"type": ..., fields...}``; a field the server
+stamps (who sent it) is left out when a client sends the message.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass, field
+from typing import Any
+
+from .codec import ProtocolError, decode_object, encode_json, json_size
+from .codes import ErrorCode
+from .constants import PROTOCOL_VERSION
+from .limits import Limits
+from .names import is_valid_event_name
+
+
+def _need(condition: bool, problem: str) -> None:
+    if not condition:
+        raise ProtocolError(ErrorCode.INVALID_MESSAGE, problem)
+
+
+def _is_object(value: Any) -> bool:
+    return isinstance(value, dict)
+
+
+@dataclass(frozen=True, slots=True)
+class MemberInfo:
+    """A connection in a room as the others see it: who (stamped by the server) and presence."""
+
+    connection_id: str
+    user: dict[str, Any]
+    presence: dict[str, Any]
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"connection_id": self.connection_id, "user": self.user, "presence": self.presence}
+
+    @classmethod
+    def from_wire(cls, value: Any) -> MemberInfo:
+        _need(_is_object(value), "a member is an object")
+        connection_id, user, presence = value.get("connection_id"), value.get("user"), value.get("presence", {})
+        _need(isinstance(connection_id, str), "a member needs a string 'connection_id'")
+        _need(_is_object(user) and isinstance(user.get("id"), str), "a member needs a 'user' with a string 'id'")
+        _need(_is_object(presence), "a member's 'presence' is an object")
+        return cls(connection_id, user, presence)
+
+
+@dataclass(frozen=True, slots=True)
+class Join:
+    """client → server, first: the protocol it speaks, its presence, and what it offers."""
+
+    presence: dict[str, Any]
+    metadata: Any = None
+    initial_storage: bytes | None = None  # a Yjs update, for a room that has no storage yet
+    protocol: int = PROTOCOL_VERSION
+
+    def encode(self) -> str:
+        message: dict[str, Any] = {"type": "join", "protocol": self.protocol, "presence": self.presence}
+        if self.metadata is not None:
+            message["metadata"] = self.metadata
+        if self.initial_storage is not None:
+            message["initial_storage"] = base64.b64encode(self.initial_storage).decode()
+        return encode_json(message)
+
+    @classmethod
+    def decode(cls, frame: str | bytes, limits: Limits) -> Join:
+        """Validate a connection's first frame; :class:`ProtocolError` says what is wrong with it."""
+        _need(isinstance(frame, str), "the first message must be a text 'join' message")
+        assert isinstance(frame, str)
+        message = decode_object(frame)
+        presence = message.get("presence", {})
+        initial = message.get("initial_storage")
+        _need(message["type"] == "join", "the first message must be a text 'join' message")
+        _need(
+            message.get("protocol") == PROTOCOL_VERSION,
+            f"unsupported protocol {message.get('protocol')!r}; this server speaks {PROTOCOL_VERSION}",
+        )
+        _need(_is_object(presence), "join 'presence' must be an object")
+        _need(json_size(presence) <= limits.max_presence_bytes,
+              f"initial presence is over {limits.max_presence_bytes} bytes")
+        _need(initial is None or isinstance(initial, str), "join 'initial_storage' must be base64 text")
+        try:
+            storage = base64.b64decode(initial, validate=True) if initial else None
+        except (binascii.Error, ValueError) as error:
+            raise ProtocolError(ErrorCode.INVALID_MESSAGE, f"invalid initial_storage: {error}") from None
+        return cls(presence, message.get("metadata"), storage)
+
+
+@dataclass(frozen=True, slots=True)
+class Welcome:
+    """server → a joiner: who it is (as the server stamps it) and everyone already in the room."""
+
+    room: str
+    connection_id: str
+    user: dict[str, Any]
+    presence: dict[str, Any]
+    others: tuple[MemberInfo, ...] = ()
+    protocol: int = PROTOCOL_VERSION
+
+    def encode(self) -> str:
+        return encode_json({
+            "type": "welcome",
+            "protocol": self.protocol,
+            "room": self.room,
+            "connection_id": self.connection_id,
+            "user": self.user,
+            "presence": self.presence,
+            "others": [other.to_wire() for other in self.others],
+        })
+
+    @classmethod
+    def from_wire(cls, message: dict[str, Any]) -> Welcome:
+        me = MemberInfo.from_wire(message)
+        others = message.get("others", [])
+        _need(isinstance(others, list), "welcome 'others' is a list")
+        return cls(str(message.get("room", "")), me.connection_id, me.user, me.presence,
+                   tuple(MemberInfo.from_wire(other) for other in others), int(message.get("protocol") or 0))
+
+
+@dataclass(frozen=True, slots=True)
+class Joined:
+    """server → the others: a connection entered the room."""
+
+    member: MemberInfo
+
+    def encode(self) -> str:
+        return encode_json({"type": "joined", **self.member.to_wire()})
+
+    @classmethod
+    def from_wire(cls, message: dict[str, Any]) -> Joined:
+        return cls(MemberInfo.from_wire(message))
+
+
+@dataclass(frozen=True, slots=True)
+class Left:
+    """server → the others: a connection left the room."""
+
+    connection_id: str
+
+    def encode(self) -> str:
+        return encode_json({"type": "left", "connection_id": self.connection_id})
+
+    @classmethod
+    def from_wire(cls, message: dict[str, Any]) -> Left:
+        _need(isinstance(message.get("connection_id"), str), "'left' needs a string 'connection_id'")
+        return cls(message["connection_id"])
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceUpdate:
+    """A presence patch (merged into the sender's presence). The server stamps ``connection_id``."""
+
+    patch: dict[str, Any]
+    connection_id: str | None = None
+
+    def encode(self) -> str:
+        message: dict[str, Any] = {"type": "presence", "patch": self.patch}
+        if self.connection_id is not None:
+            message["connection_id"] = self.connection_id
+        return encode_json(message)
+
+    @classmethod
+    def from_wire(cls, message: dict[str, Any]) -> PresenceUpdate:
+        patch, connection_id = message.get("patch"), message.get("connection_id")
+        _need(_is_object(patch), "presence 'patch' must be an object")
+        _need(connection_id is None or isinstance(connection_id, str), "presence 'connection_id' is a string")
+        return cls(patch, connection_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A broadcast event. The server stamps its sender's ``connection_id`` and ``user``; both
+    are None for an event the server itself sends."""
+
+    event: str
+    data: Any = None
+    connection_id: str | None = None
+    user: dict[str, Any] | None = None
+    stamped: bool = field(default=False, compare=False)  # relayed by the server: send the stamp
+
+    def encode(self) -> str:
+        message: dict[str, Any] = {"type": "event", "event": self.event, "data": self.data}
+        if self.stamped:
+            message["connection_id"] = self.connection_id
+            message["user"] = self.user
+        return encode_json(message)
+
+    @classmethod
+    def from_wire(cls, message: dict[str, Any], limits: Limits | None = None) -> Event:
+        event = message.get("event")
+        if not is_valid_event_name(event):
+            raise ProtocolError(ErrorCode.INVALID_EVENT, f"invalid event name {event!r}")
+        data = message.get("data")
+        if limits is not None:
+            size = json_size(data)
+            if size > limits.max_event_bytes:
+                raise ProtocolError(
+                    ErrorCode.INVALID_EVENT, f"event data is {size} bytes; the limit is {limits.max_event_bytes}"
+                )
+        connection_id, user = message.get("connection_id"), message.get("user")
+        _need(connection_id is None or isinstance(connection_id, str), "event 'connection_id' is a string")
+        _need(user is None or _is_object(user), "event 'user' is an object")
+        return cls(event, data, connection_id, user, stamped=True)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorMessage:
+    """server → one connection: one of its messages was refused (see :class:`ErrorCode`)."""
+
+    code: str
+    message: str
+
+    def encode(self) -> str:
+        return encode_json({"type": "error", "code": str(self.code), "message": self.message})
+
+    @classmethod
+    def from_wire(cls, message: dict[str, Any]) -> ErrorMessage:
+        return cls(str(message.get("code", "")), str(message.get("message", "")))
+
+
+ClientMessage = PresenceUpdate | Event
+ServerMessage = Welcome | Joined | Left | PresenceUpdate | Event | ErrorMessage
+
+
+def decode_client_message(frame: str, limits: Limits) -> ClientMessage:
+    """A text frame a joined client sent, or :class:`ProtocolError` with the code to answer."""
+    message = decode_object(frame)
+    kind = message["type"]
+    if kind == "presence":
+        return PresenceUpdate(PresenceUpdate.from_wire(message).patch)
+    if kind == "event":
+        event = Event.from_wire(message, limits)
+        return Event(event.event, event.data)  # the sender's own stamp is never trusted
+    if kind == "join":
+        raise ProtocolError(ErrorCode.INVALID_MESSAGE, "already joined")
+    raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"unknown message type {kind!r}")
+
+
+_SERVER_MESSAGES = {
+    "welcome": Welcome.from_wire,
+    "joined": Joined.from_wire,
+    "left": Left.from_wire,
+    "presence": PresenceUpdate.from_wire,
+    "event": Event.from_wire,
+    "error": ErrorMessage.from_wire,
+}
+
+
+def decode_server_message(frame: str) -> ServerMessage:
+    """A text frame the server sent, or :class:`ProtocolError`."""
+    message = decode_object(frame)
+    decode = _SERVER_MESSAGES.get(message["type"])
+    if decode is None:
+        raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"unknown message type {message['type']!r}")
+    result: ServerMessage = decode(message)
+    return result

@@ -1,0 +1,98 @@
+"""The URL contract: where a room's socket lives and what the HTTP routes answer.
+
+* ``ws://host:port/<room>?token=<token>`` — a room connection (the token only when the server
+  requires auth).
+* ``GET /health`` — a :class:`Health` object: how the local launcher recognises our server.
+* ``GET /token?room=R&name=N&join_code=C`` — ``{"token": ..., "user": {...}}``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NotRequired, TypedDict
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
+
+from .constants import PROTOCOL_VERSION, SERVER_NAME
+
+HEALTH_PATH = "/health"
+TOKEN_PATH = "/token"
+#: Paths the server answers over HTTP, so no room can have these names.
+RESERVED_ROOM_NAMES = frozenset({HEALTH_PATH.lstrip("/"), TOKEN_PATH.lstrip("/")})
+
+_HTTP_SCHEMES = {"ws": "http", "wss": "https"}
+
+
+def room_url(base: str, room: str, token: str | None = None) -> str:
+    """The socket URL of ``room`` under a ws base URL."""
+    query = "?" + urlencode({"token": token}) if token else ""
+    return f"{base.rstrip('/')}/{quote(room)}{query}"
+
+
+def parse_room_path(path: str) -> tuple[str, str | None]:
+    """``(room, token)`` from a socket request's path (``/<room>?token=...``); not validated."""
+    url = urlsplit(path)
+    token = None
+    for key, value in parse_qsl(url.query):
+        if key == "token":
+            token = value
+    return unquote(url.path.lstrip("/")), token
+
+
+def http_base(ws_base: str) -> str:
+    """The HTTP(S) base URL of a server given by its ws(s) base URL."""
+    parts = urlsplit(ws_base)
+    return urlunsplit((_HTTP_SCHEMES.get(parts.scheme, parts.scheme), parts.netloc, parts.path.rstrip("/"), "", ""))
+
+
+def token_url(ws_base: str, **params: str) -> str:
+    """The server's ``/token`` route for a ws base URL, with ``params`` as its query."""
+    return http_base(ws_base) + TOKEN_PATH + ("?" + urlencode(params) if params else "")
+
+
+def health_url(ws_base: str) -> str:
+    return http_base(ws_base) + HEALTH_PATH
+
+
+def with_query(url: str, **params: str) -> str:
+    """``url`` with ``params`` set in its query (replacing parameters of the same name)."""
+    parts = urlsplit(url)
+    query = [(key, value) for key, value in parse_qsl(parts.query) if key not in params]
+    return urlunsplit(parts._replace(query=urlencode([*query, *params.items()])))
+
+
+def query_params(path: str) -> dict[str, str]:
+    """The query of a request path as a dict (the last value of a repeated key wins)."""
+    return dict(parse_qsl(urlsplit(path).query))
+
+
+def request_path(path: str) -> str:
+    return urlsplit(path).path
+
+
+class Health(TypedDict):
+    """``GET /health``."""
+
+    server: str
+    protocol: int
+    version: str
+    node: str
+    pid: int
+    auth: bool
+    rooms: int
+    connections: int
+    storage: str
+    redis: NotRequired[str]
+
+
+def is_our_health(body: Any) -> bool:
+    """True when ``body`` is a pluv-widget server's ``/health`` answer (any version)."""
+    return isinstance(body, dict) and body.get("server") == SERVER_NAME and isinstance(body.get("protocol"), int)
+
+
+def speaks_our_protocol(body: Any) -> bool:
+    return is_our_health(body) and body["protocol"] == PROTOCOL_VERSION
+
+
+def token_from_answer(body: Any) -> str | None:
+    """The token of a ``/token`` answer, or None when the answer has none."""
+    token = body.get("token") if isinstance(body, dict) else None
+    return token if isinstance(token, str) else None
