@@ -1,0 +1,218 @@
+"""A structural check of Yjs updates (v1 encoding), before pycrdt ever sees them.
+
+pycrdt (yrs 0.28) panics — a ``BaseException`` that leaves the document unsafe to use, and has
+crashed the process — on some well-formed but hostile updates: a struct whose clock range passes
+``u32::MAX`` (yrs keeps clocks as ``u32`` and truncates larger ones). No honest client comes near
+that: a clock counts one client's insertions. So every update from a client is read here first,
+struct by struct, and refused unless it is well formed *and* inside the bounds below. The format
+is y-protocols' (lib0 encoding): struct groups per client, then the delete set.
+
+:func:`check_update` raises :class:`InvalidUpdate` with a reason, or returns the update's shape
+(how many structs and deletions), having read every byte.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+#: Clock ranges stay below this (yrs uses u32 clocks; 2^31 leaves room for every honest doc).
+MAX_CLOCK = 2**31
+#: Client ids are JavaScript-safe integers (Yjs draws them from 32 bits; yrs from 53).
+MAX_CLIENT = 2**53 - 1
+#: ``ContentAny`` values nest at most this deep (lib0's any encoding is recursive).
+MAX_ANY_DEPTH = 64
+#: Type refs: array, map, text, xml element, xml fragment, xml hook, xml text.
+MAX_TYPE_REF = 6
+
+
+class InvalidUpdate(ValueError):
+    """The bytes are not a Yjs v1 update this server will apply."""
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateShape:
+    structs: int
+    deletions: int
+
+
+class _Reader:
+    __slots__ = ("data", "pos")
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.pos = 0
+
+    def byte(self) -> int:
+        if self.pos >= len(self.data):
+            raise InvalidUpdate("truncated update")
+        value = self.data[self.pos]
+        self.pos += 1
+        return value
+
+    def varuint(self) -> int:
+        value, shift = 0, 0
+        while True:
+            byte = self.byte()
+            value |= (byte & 0x7F) << shift
+            if byte < 0x80:
+                return value
+            shift += 7
+            if shift > 63:
+                raise InvalidUpdate("a variable-length integer is longer than 64 bits")
+
+    def count(self, what: str) -> int:
+        """A length that announces that many more items, each at least one byte."""
+        value = self.varuint()
+        if value > len(self.data) - self.pos:
+            raise InvalidUpdate(f"{what} announces {value} items but the update is shorter")
+        return value
+
+    def varint(self) -> None:
+        byte = self.byte()
+        shift = 6
+        while byte & 0x80:
+            byte = self.byte()
+            shift += 7
+            if shift > 70:
+                raise InvalidUpdate("a signed integer is longer than 64 bits")
+
+    def buffer(self) -> bytes:
+        length = self.varuint()
+        if length > len(self.data) - self.pos:
+            raise InvalidUpdate("a buffer runs past the end of the update")
+        start = self.pos
+        self.pos += length
+        return self.data[start : self.pos]
+
+    def string(self) -> str:
+        try:
+            return self.buffer().decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidUpdate("a string is not valid UTF-8") from None
+
+    def skip(self, length: int) -> None:
+        if length > len(self.data) - self.pos:
+            raise InvalidUpdate("truncated update")
+        self.pos += length
+
+    def any(self, depth: int = 0) -> None:
+        if depth > MAX_ANY_DEPTH:
+            raise InvalidUpdate(f"a value nests deeper than {MAX_ANY_DEPTH}")
+        kind = self.byte()
+        if kind in (127, 126, 121, 120):  # undefined, null, false, true
+            return
+        if kind == 125:
+            self.varint()
+        elif kind == 124:
+            self.skip(4)
+        elif kind in (123, 122):
+            self.skip(8)
+        elif kind == 119:
+            self.string()
+        elif kind == 118:
+            for _ in range(self.count("an object")):
+                self.string()
+                self.any(depth + 1)
+        elif kind == 117:
+            for _ in range(self.count("an array")):
+                self.any(depth + 1)
+        elif kind == 116:
+            self.buffer()
+        else:
+            raise InvalidUpdate(f"unknown value type {kind}")
+
+
+def _id(reader: _Reader) -> None:
+    client, clock = reader.varuint(), reader.varuint()
+    if client > MAX_CLIENT or clock >= MAX_CLOCK:
+        raise InvalidUpdate("a struct refers to an out-of-range id")
+
+
+def _content_length(reader: _Reader, ref: int) -> int:
+    """Read one item's content; return how many clock ticks it spans."""
+    if ref == 1:  # deleted
+        return reader.varuint()
+    if ref == 2:  # JSON strings
+        length = reader.count("JSON content")
+        for _ in range(length):
+            reader.string()
+        return length
+    if ref == 3:  # binary
+        reader.buffer()
+        return 1
+    if ref == 4:  # string: its length in UTF-16 code units
+        return len(reader.string().encode("utf-16-le")) // 2
+    if ref == 5:  # embed
+        reader.string()
+        return 1
+    if ref == 6:  # format
+        reader.string()
+        reader.string()
+        return 1
+    if ref == 7:  # a nested shared type
+        type_ref = reader.varuint()
+        if type_ref > MAX_TYPE_REF:
+            raise InvalidUpdate(f"unknown shared type {type_ref}")
+        if type_ref in (3, 5):  # xml element / hook name
+            reader.string()
+        return 1
+    if ref == 8:  # any values
+        length = reader.count("any content")
+        for _ in range(length):
+            reader.any()
+        return length
+    if ref == 9:  # a subdocument
+        reader.string()
+        reader.any()
+        return 1
+    raise InvalidUpdate(f"unknown content type {ref}")
+
+
+def _struct_length(reader: _Reader) -> int:
+    info = reader.byte()
+    ref = info & 0b11111
+    if ref in (0, 10):  # GC or skip: a bare length
+        return reader.varuint()
+    has_origin, has_right_origin, has_parent_sub = info & 0x80, info & 0x40, info & 0x20
+    if has_origin:
+        _id(reader)
+    if has_right_origin:
+        _id(reader)
+    if not has_origin and not has_right_origin:
+        if reader.varuint() == 1:  # parent is a root type, by name
+            reader.string()
+        else:  # parent is a nested type, by id
+            _id(reader)
+        if has_parent_sub:
+            reader.string()
+    return _content_length(reader, ref)
+
+
+def check_update(update: bytes) -> UpdateShape:
+    """Read a v1 update whole; raise :class:`InvalidUpdate` unless it is well formed and in bounds."""
+    reader = _Reader(update)
+    structs = deletions = 0
+    for _ in range(reader.count("the struct groups")):
+        count = reader.count("a struct group")
+        client, clock = reader.varuint(), reader.varuint()
+        if client > MAX_CLIENT:
+            raise InvalidUpdate("a client id is out of range")
+        for _ in range(count):
+            length = _struct_length(reader)
+            if length < 1:  # no encoder writes one; yrs 0.28 panics on a deleted item of length 0
+                raise InvalidUpdate("a struct of length 0")
+            clock += length
+            if clock >= MAX_CLOCK:
+                raise InvalidUpdate(f"a clock passes {MAX_CLOCK}")
+        structs += count
+    for _ in range(reader.count("the delete set")):
+        if reader.varuint() > MAX_CLIENT:
+            raise InvalidUpdate("a client id is out of range")
+        for _ in range(reader.count("a delete range list")):
+            start, length = reader.varuint(), reader.varuint()
+            if start + length >= MAX_CLOCK:
+                raise InvalidUpdate(f"a deleted range passes clock {MAX_CLOCK}")
+            deletions += 1
+    if reader.pos != len(update):
+        raise InvalidUpdate(f"{len(update) - reader.pos} bytes after the end of the update")
+    return UpdateShape(structs, deletions)
