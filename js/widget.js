@@ -1,22 +1,34 @@
-// The RoomWidget frontend: an anywidget ESM module. It only renders the traitlets the kernel
-// mirrors from its room client and sends two kinds of messages back ({type: "post", text} and
-// {type: "select", id}); it never talks to the room server itself.
+// The RoomWidget frontend: an anywidget ESM module. It renders what the kernel mirrors from its
+// room client and never talks to the room server itself.
+//
+// - Presence and connection state arrive as traitlets (me, others, connection_state, error).
+// - Messages arrive as custom messages: one snapshot ({type: "messages-snapshot"}) when this view
+//   asks for it ({type: "sync-request"}) or after a resync, then deltas ({type: "messages-delta"})
+//   applied in place to the list, rows keyed by message id: one new message is one new row.
+// - A click sets the `selection` traitlet itself (one hop to the kernel); a post is
+//   {type: "post", text}.
 
 /**
  * @typedef {{ [key: string]: unknown, selection_id?: string | null }} Presence
  * @typedef {{ connection_id: string, name: string, color: string, presence: Presence }} Me
  * @typedef {Me & { connection_ids: string[] }} Other
  * @typedef {{ id: string, author: string, color: string, text: string, time: number }} Message
+ * @typedef {{ index: number, insert?: Message[], delete?: number, set?: Message }} Op
+ * @typedef {{ type: "messages-snapshot", version: number, messages: Message[] }} Snapshot
+ * @typedef {{ type: "messages-delta", base: number, version: number, ops: Op[] }} Delta
  * @typedef {{
- *   room_name: string, connection_state: string, error: string,
- *   me: Me | Record<string, never>, others: Other[], messages: Message[]
+ *   room_name: string, connection_state: string, error: string, selection: string | null,
+ *   me: Me | Record<string, never>, others: Other[]
  * }} State
  * @typedef {{
  *   get<K extends keyof State>(key: K): State[K],
- *   on(event: string, callback: () => void): void,
- *   off(event: string, callback: () => void): void,
+ *   set<K extends keyof State>(key: K, value: State[K]): void,
+ *   save_changes(): void,
+ *   on(event: string, callback: (...args: any[]) => void): void,
+ *   off(event: string, callback: (...args: any[]) => void): void,
  *   send(content: unknown): void,
  * }} Model
+ * @typedef {{ name: string, color: string, isMe: boolean }} Selector
  */
 
 // Presence fields the widget itself uses; any other field is shown as a badge on the person.
@@ -29,6 +41,13 @@ const STATE_LABELS = /** @type {Record<string, string>} */ ({
   unavailable: "reconnecting…",
   closed: "left the room",
 });
+
+// Rows live in chunks of about this many: adding one row to a room of 10,000 lays out one
+// chunk, not the whole list.
+const CHUNK = 100;
+
+// One formatter for every row: toLocaleTimeString builds a new one per call.
+const CLOCK = new Intl.DateTimeFormat([], { hour: "2-digit", minute: "2-digit" });
 
 /**
  * @param {string} tag
@@ -52,8 +71,7 @@ function badge(key, value) {
 
 /** @param {number} time @returns {string} */
 function clock(time) {
-  if (!time) return "";
-  return new Date(time).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  return time ? CLOCK.format(new Date(time)) : "";
 }
 
 /**
@@ -79,6 +97,45 @@ function personNode(person, isMe) {
   return li;
 }
 
+/** @param {Message} message @returns {HTMLElement} a message's row */
+function messageRow(message) {
+  const row = h("li", "pluv-message");
+  row.dataset.id = message.id;
+  row.tabIndex = 0;
+  const meta = h("div", "pluv-meta");
+  const author = h("span", "pluv-author", message.author);
+  author.style.color = message.color;
+  meta.append(author, h("time", "pluv-time", clock(message.time)), h("span", "pluv-selectors"));
+  row.append(meta, h("p", "pluv-text", message.text));
+  return row;
+}
+
+/**
+ * Outline a row in the colour of who selected it, with their names as tags.
+ * @param {HTMLElement} row
+ * @param {Selector[]} by
+ */
+function markSelected(row, by) {
+  const tags = by.map((person) => {
+    const tag = h("span", person.isMe ? "pluv-selector pluv-selector-me" : "pluv-selector", person.name);
+    tag.style.setProperty("--pluv-color", person.color);
+    return tag;
+  });
+  /** @type {HTMLElement} */ (row.querySelector(".pluv-selectors")).replaceChildren(...tags);
+  const outline = by.find((person) => !person.isMe) ?? by[0];
+  row.classList.toggle("pluv-selected", by.length > 0);
+  row.classList.toggle("pluv-selected-by-me", by.some((person) => person.isMe));
+  row.dataset.selectedBy = by.map((person) => person.name).join(",");
+  if (outline) row.style.setProperty("--pluv-color", outline.color);
+  else row.style.removeProperty("--pluv-color");
+}
+
+/** @param {Selector[] | undefined} a @param {Selector[] | undefined} b */
+function sameSelectors(a, b) {
+  if (!a || !b) return a === b;
+  return a.length === b.length && a.every((x, i) => x.name === b[i].name && x.color === b[i].color && x.isMe === b[i].isMe);
+}
+
 export default {
   /** @param {{ model: Model, el: HTMLElement }} context */
   render({ model, el }) {
@@ -88,7 +145,8 @@ export default {
     const status = h("span", "pluv-status");
     header.append(title, status);
     const people = h("ul", "pluv-people");
-    const list = h("ol", "pluv-messages");
+    const list = h("div", "pluv-messages");
+    list.setAttribute("role", "list");
     const empty = h("p", "pluv-empty", "No messages yet — write the first one.");
     const form = /** @type {HTMLFormElement} */ (h("form", "pluv-compose"));
     const input = /** @type {HTMLInputElement} */ (h("input", "pluv-input"));
@@ -104,17 +162,20 @@ export default {
     root.append(header, people, list, empty, form, error);
     el.append(root);
 
-    /** @type {Map<string, HTMLElement>} message id -> its row, reused across renders */
+    /** @type {Map<string, HTMLElement>} message id -> its row */
     const rows = new Map();
+    /** @type {Map<string, Selector[]>} message id -> who selected it, as shown */
+    let shownSelectors = new Map();
+    /** @type {number | null} the version of the list shown; null until the first snapshot */
+    let version = null;
 
     function renderState() {
       const state = model.get("connection_state");
       root.dataset.state = state;
       title.textContent = model.get("room_name");
       status.textContent = STATE_LABELS[state] ?? state;
-      const live = state === "open";
       input.disabled = state === "closed";
-      button.disabled = !live;
+      button.disabled = state !== "open";
       const text = model.get("error");
       error.textContent = text;
       error.hidden = !text || text === dismissed;
@@ -122,69 +183,170 @@ export default {
 
     function renderPeople() {
       const me = model.get("me");
-      const others = model.get("others");
-      const nodes = others.map((other) => personNode(other, false));
+      const nodes = model.get("others").map((other) => personNode(other, false));
       if ("connection_id" in me) nodes.unshift(personNode(/** @type {Me} */ (me), true));
       people.replaceChildren(...nodes);
       people.dataset.count = String(nodes.length);
     }
 
-    function renderMessages() {
-      const messages = model.get("messages");
+    /** @returns {Map<string, Selector[]>} message id -> who selected it (me first) */
+    function selectors() {
+      /** @type {Map<string, Selector[]>} */
+      const by = new Map();
+      /** @param {unknown} id @param {Selector} person */
+      const add = (id, person) => {
+        if (typeof id !== "string") return;
+        const entry = by.get(id) ?? [];
+        entry.push(person);
+        by.set(id, entry);
+      };
       const me = model.get("me");
-      const others = model.get("others");
-      /** @type {Map<string, {name: string, color: string, isMe: boolean}[]>} */
-      const selectors = new Map();
-      /** @type {(Me & { isMe: boolean })[]} */
-      const everyone = others.map((other) => ({ ...other, isMe: false }));
-      if ("connection_id" in me) everyone.unshift({ .../** @type {Me} */ (me), isMe: true });
-      for (const person of everyone) {
-        const id = person.presence?.selection_id;
-        if (typeof id !== "string") continue;
-        const entry = selectors.get(id) ?? [];
-        entry.push({ name: person.isMe ? "you" : person.name, color: person.color, isMe: person.isMe });
-        selectors.set(id, entry);
+      if ("connection_id" in me) add(model.get("selection"), { name: "you", color: me.color, isMe: true });
+      for (const other of model.get("others")) {
+        add(other.presence?.selection_id, { name: other.name, color: other.color, isMe: false });
       }
+      return by;
+    }
 
+    /** Re-mark only the rows whose selectors changed: O(selections), not O(messages). */
+    function renderSelections() {
+      const next = selectors();
+      for (const id of new Set([...shownSelectors.keys(), ...next.keys()])) {
+        const by = next.get(id);
+        if (sameSelectors(shownSelectors.get(id), by)) continue;
+        const row = rows.get(id);
+        if (row) markSelected(row, by ?? []);
+      }
+      shownSelectors = next;
+    }
+
+    /** @param {Message} message */
+    function rowFor(message) {
+      const row = messageRow(message);
+      const by = shownSelectors.get(message.id);
+      if (by) markSelected(row, by);
+      rows.set(message.id, row);
+      return row;
+    }
+
+    /** @param {HTMLElement} row */
+    function forget(row) {
+      const id = row.dataset.id ?? "";
+      if (rows.get(id) === row) rows.delete(id);
+    }
+
+    /** @param {() => void} change a change to the list, keeping it scrolled to the end if it was */
+    function keepingScroll(change) {
       const nearBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 24;
-      const seen = new Set();
-      const ordered = messages.map((message) => {
-        seen.add(message.id);
-        let row = rows.get(message.id);
-        if (!row) {
-          row = h("li", "pluv-message");
-          row.dataset.id = message.id;
-          row.tabIndex = 0;
-          const meta = h("div", "pluv-meta");
-          meta.append(h("span", "pluv-author"), h("time", "pluv-time"), h("span", "pluv-selectors"));
-          row.append(meta, h("p", "pluv-text"));
-          rows.set(message.id, row);
-        }
-        const author = /** @type {HTMLElement} */ (row.querySelector(".pluv-author"));
-        author.textContent = message.author;
-        author.style.color = message.color;
-        /** @type {HTMLElement} */ (row.querySelector(".pluv-time")).textContent = clock(message.time);
-        /** @type {HTMLElement} */ (row.querySelector(".pluv-text")).textContent = message.text;
-
-        const by = selectors.get(message.id) ?? [];
-        const tags = by.map((person) => {
-          const tag = h("span", person.isMe ? "pluv-selector pluv-selector-me" : "pluv-selector", person.name);
-          tag.style.setProperty("--pluv-color", person.color);
-          return tag;
-        });
-        /** @type {HTMLElement} */ (row.querySelector(".pluv-selectors")).replaceChildren(...tags);
-        const outline = by.find((person) => !person.isMe) ?? by[0];
-        row.classList.toggle("pluv-selected", by.length > 0);
-        row.classList.toggle("pluv-selected-by-me", by.some((person) => person.isMe));
-        row.dataset.selectedBy = by.map((person) => person.name).join(",");
-        if (outline) row.style.setProperty("--pluv-color", outline.color);
-        else row.style.removeProperty("--pluv-color");
-        return row;
-      });
-      for (const id of [...rows.keys()]) if (!seen.has(id)) rows.delete(id);
-      list.replaceChildren(...ordered);
-      empty.hidden = messages.length > 0;
+      change();
+      empty.hidden = list.childElementCount > 0;
       if (nearBottom) list.scrollTop = list.scrollHeight;
+    }
+
+    function newChunk() {
+      const chunk = h("ol", "pluv-chunk");
+      chunk.setAttribute("role", "presentation");
+      return chunk;
+    }
+
+    /**
+     * The chunk holding position `index` of the whole list, and the position inside it (the end of
+     * the last chunk for `index` = the length).
+     * @param {number} index
+     * @returns {[HTMLElement | null, number]}
+     */
+    function locate(index) {
+      let chunk = /** @type {HTMLElement | null} */ (list.firstElementChild);
+      while (chunk) {
+        const size = chunk.childElementCount;
+        const next = /** @type {HTMLElement | null} */ (chunk.nextElementSibling);
+        if (index < size || (index === size && !next)) return [chunk, index];
+        index -= size;
+        chunk = next;
+      }
+      return [null, 0];
+    }
+
+    /** @param {number} index @param {HTMLElement[]} newRows */
+    function insertRows(index, newRows) {
+      let [chunk, offset] = locate(index);
+      if (!chunk || (offset === chunk.childElementCount && offset >= CHUNK && !chunk.nextElementSibling)) {
+        chunk = list.appendChild(newChunk()); // appending to a full last chunk: start a new one
+        offset = 0;
+      }
+      const before = chunk.children[offset] ?? null;
+      if (newRows.length === 1) chunk.insertBefore(newRows[0], before);
+      else {
+        const fragment = document.createDocumentFragment();
+        fragment.append(...newRows);
+        chunk.insertBefore(fragment, before);
+      }
+      while (chunk.childElementCount > 2 * CHUNK) {
+        const tail = newChunk(); // split an overgrown chunk (inserts in the middle)
+        tail.append(...Array.from(chunk.children).slice(CHUNK));
+        chunk.after(tail);
+        chunk = tail;
+      }
+    }
+
+    /** @param {number} index @param {number} count */
+    function deleteRows(index, count) {
+      for (let n = 0; n < count; n++) {
+        const [chunk, offset] = locate(index);
+        const row = /** @type {HTMLElement | null} */ (chunk?.children[offset] ?? null);
+        if (!chunk || !row) break;
+        forget(row);
+        row.remove();
+        if (chunk.childElementCount === 0) chunk.remove();
+      }
+    }
+
+    /** @param {number} index @param {Message} message */
+    function setRow(index, message) {
+      const [chunk, offset] = locate(index);
+      const row = /** @type {HTMLElement | null} */ (chunk?.children[offset] ?? null);
+      if (!row) return;
+      forget(row);
+      row.replaceWith(rowFor(message));
+    }
+
+    /** @param {Snapshot} snapshot */
+    function applySnapshot(snapshot) {
+      keepingScroll(() => {
+        rows.clear();
+        const chunks = [];
+        for (let start = 0; start < snapshot.messages.length; start += CHUNK) {
+          const chunk = newChunk();
+          chunk.append(...snapshot.messages.slice(start, start + CHUNK).map(rowFor));
+          chunks.push(chunk);
+        }
+        list.replaceChildren(...chunks);
+      });
+      version = snapshot.version;
+    }
+
+    /** @param {Delta} delta */
+    function applyDelta(delta) {
+      if (version === null || delta.version <= version) return; // no snapshot yet, or already in
+      if (delta.base !== version) {
+        version = null; // a gap: start over from a snapshot
+        model.send({ type: "sync-request" });
+        return;
+      }
+      keepingScroll(() => {
+        for (const op of delta.ops) {
+          if (op.insert) insertRows(op.index, op.insert.map(rowFor));
+          else if (op.delete) deleteRows(op.index, op.delete);
+          else if (op.set) setRow(op.index, op.set);
+        }
+      });
+      version = delta.version;
+    }
+
+    /** @param {{ type?: string }} content */
+    function onCustom(content) {
+      if (content.type === "messages-snapshot") applySnapshot(/** @type {Snapshot} */ (content));
+      else if (content.type === "messages-delta") applyDelta(/** @type {Delta} */ (content));
     }
 
     error.addEventListener("click", () => {
@@ -196,10 +358,10 @@ export default {
         event.target instanceof Element ? event.target.closest(".pluv-message") : null
       );
       if (!row || model.get("connection_state") === "closed") return;
-      const me = model.get("me");
-      const current = "connection_id" in me ? me.presence?.selection_id : null;
-      // Clicking your own selection again clears it.
-      model.send({ type: "select", id: current === row.dataset.id ? null : row.dataset.id });
+      // One hop: the kernel observes `selection`. Clicking your own selection again clears it.
+      const id = row.dataset.id ?? null;
+      model.set("selection", model.get("selection") === id ? null : id);
+      model.save_changes();
     });
     list.addEventListener("keydown", (event) => {
       if ((event.key === "Enter" || event.key === " ") && event.target instanceof HTMLElement) {
@@ -220,18 +382,21 @@ export default {
     const onState = () => renderState();
     const onPeople = () => {
       renderPeople();
-      renderMessages();
+      renderSelections();
     };
-    const onMessages = () => renderMessages();
+    const onSelection = () => renderSelections();
     model.on("change:connection_state", onState);
     model.on("change:room_name", onState);
     model.on("change:error", onState);
     model.on("change:me", onPeople);
     model.on("change:others", onPeople);
-    model.on("change:messages", onMessages);
+    model.on("change:selection", onSelection);
+    model.on("msg:custom", onCustom);
     renderState();
     renderPeople();
-    renderMessages();
+    renderSelections();
+    empty.hidden = true; // until the first snapshot says otherwise
+    model.send({ type: "sync-request" });
 
     return () => {
       model.off("change:connection_state", onState);
@@ -239,7 +404,8 @@ export default {
       model.off("change:error", onState);
       model.off("change:me", onPeople);
       model.off("change:others", onPeople);
-      model.off("change:messages", onMessages);
+      model.off("change:selection", onSelection);
+      model.off("msg:custom", onCustom);
     };
   },
 };

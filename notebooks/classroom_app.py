@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from pluv_widget import create_io
-from pluv_widget.server.io import Context
+from pluv_widget.server import Context
 from pluv_widget.widget import WidgetPresence
 
 log = logging.getLogger("classroom")

@@ -25,15 +25,21 @@ from .errors import StorageLoadingError as StorageLoadingError
 from .protocol import CloseCode as CloseCode
 from .protocol import ErrorCode as ErrorCode
 from .protocol import Limits as Limits
-from .server import create_io as create_io
 
 if TYPE_CHECKING:
+    from .server import create_io as create_io
     from .widget import RoomWidget as RoomWidget
 
 
 def __getattr__(name: str) -> Any:
-    if name == "RoomWidget":  # imported on first use: the server never pays for anywidget
+    # Imported on first use: the server never pays for anywidget, a kernel with a widget never
+    # pays for the server (SQLite, PyJWT).
+    if name == "RoomWidget":
         from .widget import RoomWidget
 
         return RoomWidget
+    if name == "create_io":
+        from .server import create_io
+
+        return create_io
     raise AttributeError(f"module 'pluv_widget' has no attribute {name!r}")

@@ -26,3 +26,44 @@ class RoomClosedError(PluvError):
 
 class StorageLoadingError(PluvError):
     """Storage was read or written before its first sync with the server."""
+
+
+class StorageUnavailableError(PluvError, RuntimeError):
+    """Server: a shared store cannot be reached now, so a room cannot be loaded or claimed here yet.
+
+    The server closes such a connection with ``CloseCode.TRY_AGAIN_LATER`` and the client
+    retries; rooms already open keep serving (see ``docs/scaling.md``). A custom persistence
+    raises it for the same effect.
+    """
+
+
+class TokenError(PluvError):
+    """Server: a refused room token; ``code`` is the close code the connection gets."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+class ServerConfigError(PluvError, ValueError):
+    """Server: ``create_io`` options that cannot work together (a join code without a secret,
+    tokens without a secret)."""
+
+
+class ServerNotRunningError(PluvError, RuntimeError):
+    """Server: a call that needs the running server (``io.broadcast``, ``io.storage_json``...)
+    before ``await io.start()``."""
+
+
+class InvalidNameError(PluvError, ValueError):
+    """A room or event name that is not valid (also a ``ValueError``)."""
+
+
+class UsageError(PluvError, ValueError):
+    """A call the client cannot honour as made: a required argument missing, another client's room,
+    an unknown subscription (also a ``ValueError``)."""
+
+
+class UnknownStorageRootError(PluvError, KeyError):
+    """``room.storage(key)`` for a root the room's storage declaration does not have (also a ``KeyError``)."""

@@ -14,7 +14,7 @@ from redis_helpers import REDIS_SERVER, RedisServer
 from redis_helpers import ServerProcess as RedisServerProcess
 
 from pluv_widget import PluvClient, create_client, create_io
-from pluv_widget.server.app import RoomServer
+from pluv_widget.server.room_server import RoomServer
 
 ServerFactory = Callable[..., Awaitable[RoomServer]]
 

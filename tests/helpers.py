@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from pluv_widget import PluvRoom
-from pluv_widget.server.app import RoomServer
+from pluv_widget.server.room_server import RoomServer
 
 DEADLINE_S = 20.0  # generous: the machine is small and shared
 

@@ -15,7 +15,7 @@ from helpers import until
 from pydantic import BaseModel
 
 from pluv_widget import AuthorizationError, CloseCode
-from pluv_widget.server.app import RoomServer
+from pluv_widget.server.room_server import RoomServer
 
 SECRET = "s3cret-for-tests-only-32-bytes-long!"
 

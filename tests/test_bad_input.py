@@ -7,15 +7,14 @@ import asyncio
 import json
 from typing import Any
 
-import pycrdt
 import pytest
 from helpers import until
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from pluv_widget import CloseCode, Limits
-from pluv_widget.core import sync_frame
-from pluv_widget.server.app import RoomServer
+from pluv_widget.protocol import sync
+from pluv_widget.server.room_server import RoomServer
 
 
 async def raw(server: RoomServer, room: str = "r", presence: dict[str, Any] | None = None) -> ClientConnection:
@@ -79,7 +78,7 @@ async def test_bad_messages_get_an_error_and_the_room_carries_on(server: RoomSer
 
 @pytest.mark.parametrize(
     "frame",
-    [b"\x07garbage", sync_frame(pycrdt.YSyncMessageType.SYNC_UPDATE, b"\x00\x05\xff\xff"), b""],
+    [b"\x07garbage", sync.update(b"\x00\x05\xff\xff"), b""],
     ids=["not-sync", "corrupt-update", "empty"],
 )
 async def test_bad_binary_frames_are_refused(server: RoomServer, room_with_a_bystander: Any, frame: bytes) -> None:

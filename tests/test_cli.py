@@ -61,10 +61,17 @@ async def test_serve_with_a_secret_and_join_code_hands_out_tokens(server_process
     assert (await health(process.url))["auth"] is True
 
 
-def test_a_join_code_without_a_secret_is_a_clear_error() -> None:
-    result = subprocess.run([sys.executable, "-m", "pluv_widget", "serve", "--join-code", "x"],
+def test_a_join_code_with_redis_and_no_secret_is_a_clear_error() -> None:
+    # Every process sharing Redis must sign with the same secret: none is generated.
+    result = subprocess.run([sys.executable, "-m", "pluv_widget", "serve", "--join-code", "x",
+                             "--redis", "redis://127.0.0.1:1/0"], capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0 and "--join-code with --redis needs --secret" in result.stderr
+
+
+def test_a_short_secret_is_refused_at_start() -> None:
+    result = subprocess.run([sys.executable, "-m", "pluv_widget", "serve", "--memory", "--secret", "s3cret"],
                             capture_output=True, text=True, timeout=60)
-    assert result.returncode != 0 and "--join-code needs --secret" in result.stderr
+    assert result.returncode != 0 and "at least 32 are needed" in result.stderr
 
 
 def test_a_busy_port_is_a_clear_error(server_process: Any) -> None:

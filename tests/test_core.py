@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+from collections import deque
 from typing import Any
 
 import pycrdt
 import pytest
 
-from pluv_widget.core import Commit, Invoke, Member, Mirror, RoomCore, Send, sync_frame
-from pluv_widget.protocol import Limits
+from pluv_widget.core import Commit, Invoke, Member, Mirror, Send, ServerRoom
+from pluv_widget.core.envelopes import EventSent, MemberJoined
+from pluv_widget.core.server_room import replay, update_problem
+from pluv_widget.protocol import Limits, MemberInfo, sync
 
 
 def sends(actions: list[Any]) -> list[Send]:
@@ -22,8 +25,8 @@ def message(send: Send) -> dict[str, Any]:
     return decoded
 
 
-def room_with(*ids: str, **options: Any) -> RoomCore:
-    core = RoomCore("room", **options)
+def room_with(*ids: str, **options: Any) -> ServerRoom:
+    core = ServerRoom("room", **options)
     for connection_id in ids:
         core.join(Member(connection_id, {"id": connection_id}, {"n": 0}))
     return core
@@ -36,8 +39,8 @@ def test_join_welcomes_the_newcomer_with_everyone_and_tells_the_others() -> None
     assert welcome.to == ("b",)
     assert message(welcome)["others"] == [{"connection_id": "a", "user": {"id": "a"}, "presence": {"n": 0}}]
     assert joined.exclude == "b" and message(joined)["type"] == "joined"
-    member = {"connection_id": "b", "user": {"id": "b"}, "presence": {"x": 1}}
-    assert Mirror({"kind": "join", "member": member}) in actions
+    member = MemberInfo("b", {"id": "b"}, {"x": 1})
+    assert Mirror(MemberJoined(member)) in actions
 
 
 def test_presence_patches_merge_and_reach_only_the_others() -> None:
@@ -107,10 +110,10 @@ def update_appending(*items: str) -> bytes:
 def test_storage_updates_are_committed_before_they_are_applied_or_relayed() -> None:
     core = room_with("a", "b")
     update = update_appending("hello")
-    frame = sync_frame(pycrdt.YSyncMessageType.SYNC_UPDATE, update)
+    frame = sync.update(update)
     assert core.receive_binary("a", frame) == [Commit(update, "a")]
     assert core.doc.get("messages", type=pycrdt.Array).to_py() == []  # not visible before commit
-    relay = sends(core.commit(update, ["a"], released=len(update)))[0]
+    relay = sends(core.commit_batch(core.take_batch(), update))[0]
     assert relay.exclude == "a" and relay.frame == frame
     assert core.doc.get("messages", type=pycrdt.Array).to_py() == ["hello"]
 
@@ -119,7 +122,7 @@ def test_sync_step1_gets_the_missing_diff_and_the_servers_state_vector() -> None
     core = room_with("a")
     update = update_appending("x", "y")
     core.commit(update)
-    diff, state = sends(core.receive_binary("a", sync_frame(pycrdt.YSyncMessageType.SYNC_STEP1, b"\x00")))
+    diff, state = sends(core.receive_binary("a", sync.step1(b"\x00")))
     joiner = pycrdt.Doc()
     joiner.apply_update(pycrdt.read_message(diff.frame[2:]))  # type: ignore[index]
     assert joiner.get("messages", type=pycrdt.Array).to_py() == ["x", "y"]
@@ -131,7 +134,7 @@ def test_sync_step1_gets_the_missing_diff_and_the_servers_state_vector() -> None
     [
         b"\x05\x00\x00",  # not a sync message
         b"\x00\x02\x05\x01\x02",  # length does not match
-        sync_frame(pycrdt.YSyncMessageType.SYNC_UPDATE, b"\x01\x02garbage"),
+        sync.update(b"\x01\x02garbage"),
     ],
 )
 def test_corrupt_storage_frames_are_refused_and_change_nothing(frame: bytes) -> None:
@@ -145,18 +148,151 @@ def test_corrupt_storage_frames_are_refused_and_change_nothing(frame: bytes) -> 
 def test_an_update_past_the_storage_cap_is_refused() -> None:
     core = room_with("a", limits=Limits(max_storage_bytes=1000))
     small = update_appending("ok")
-    assert core.receive_binary("a", sync_frame(pycrdt.YSyncMessageType.SYNC_UPDATE, small)) == [Commit(small, "a")]
+    assert core.receive_binary("a", sync.update(small)) == [Commit(small, "a")]
     big = update_appending("z" * 2000)
-    (error,) = sends(core.receive_binary("a", sync_frame(pycrdt.YSyncMessageType.SYNC_UPDATE, big)))
+    (error,) = sends(core.receive_binary("a", sync.update(big)))
     assert message(error)["code"] == "storage_too_large"
 
 
 def test_inputs_from_another_process_reach_local_members_without_being_mirrored_again() -> None:
     core = room_with("local")
-    actions = core.apply_envelope({"kind": "join", "member": {"connection_id": "far", "user": {"id": "far"},
-                                                             "presence": {}}})
+    actions = core.apply_envelope(MemberJoined(MemberInfo("far", {"id": "far"}, {})))
     assert not any(isinstance(action, Mirror) for action in actions)
     assert [message(send)["type"] for send in sends(actions)] == ["joined"]
-    actions = core.apply_envelope({"kind": "event", "event": "wave", "data": 1, "sender": "far"})
+    actions = core.apply_envelope(EventSent("wave", 1, "far"))
     assert not any(isinstance(action, Mirror) for action in actions)
     assert message(sends(actions)[0])["user"] == {"id": "far"}
+
+
+def test_receive_routes_text_and_binary_frames() -> None:
+    core = room_with("a", "b")
+    (relay,) = sends(core.receive("a", '{"type":"presence","patch":{"n":1}}'))
+    assert message(relay)["type"] == "presence"
+    update = update_appending("x")
+    assert core.receive("a", sync.update(update)) == [Commit(update, "a")]
+
+
+def test_update_problem_says_why_an_update_cannot_be_applied() -> None:
+    assert update_problem(update_appending("fine")) is None
+    assert update_problem(b"\x01\x02garbage") is not None
+
+
+# -- proof before commit, poisoned connections, quarantine -----------------------------------
+
+#: Client 123456 inserts "x" into the root array ``items``.
+INSERTS_X = bytes.fromhex("0101c0c407000801056974656d730177017800")
+#: The same, with its clock replaced by a 7-byte varuint: pycrdt 0.14.13 panics in BlockStore::push.
+CLOCK_OVERFLOW = bytes.fromhex("0101c0c407ffffffffffff010801056974656d730177017800")
+#: Found by tests/fuzz_server.py: passes ``check_update`` and ``pycrdt.get_state``, but pycrdt
+#: cannot apply it after FUZZ_BASE ("block parent ... must be deleted or shared ref type").
+FUZZ_BASE = bytes.fromhex("0101ebd0caab05000801056974656d73017e00")
+FUZZ_MUTANT = bytes.fromhex(
+    "0104ebd0caab05012701056e6f746573026b31012800ebd0caab05010176017c3f8000002700ebd0caab0501"
+    "0174020400ebd0caab050002686900")
+
+
+def items_room(*ids: str) -> ServerRoom:
+    core = room_with(*ids)
+    core.load([update_with_items()])
+    return core
+
+
+def update_with_items() -> bytes:
+    doc = pycrdt.Doc()
+    doc.get("items", type=pycrdt.Array)
+    doc.get("items", type=pycrdt.Array).append("seed")
+    return doc.get_update()
+
+
+def codes(actions: list[Any]) -> list[str]:
+    return [message(send)["code"] for send in sends(actions) if message(send)["type"] == "error"]
+
+
+def commit_all(core: ServerRoom) -> None:
+    batch = core.take_batch()
+    if batch:
+        core.commit_batch(batch, pycrdt.merge_updates(*(c.update for c in batch)))
+
+
+def test_hostile_updates_are_refused_before_they_count_and_the_room_stays_usable() -> None:
+    core = items_room("a", "b")
+    assert core.receive_binary("a", sync.update(INSERTS_X)) == [Commit(INSERTS_X, "a")]
+    commit_all(core)
+    assert codes(core.receive_binary("a", sync.update(CLOCK_OVERFLOW))) == ["storage_rejected"]
+    # a mutant that pycrdt's own decoder accepts but cannot apply: the proof refuses it
+    assert update_problem(FUZZ_MUTANT) is not None
+    assert pycrdt.get_state(FUZZ_MUTANT)  # get_state alone would have let it through
+    assert codes(core.receive_binary("b", sync.update(FUZZ_BASE))) == []
+    commit_all(core)
+    assert codes(core.receive_binary("b", sync.update(FUZZ_MUTANT))) == ["storage_rejected"]
+    assert core.pending == deque() and core.pending_bytes == 0
+    # the committed document and the proof are fine: an honest edit still goes through
+    honest = pycrdt.Doc()
+    honest.apply_update(core.doc.get_update())
+    before = honest.get_state()
+    honest.get("items", type=pycrdt.Array).append("after")
+    edit = honest.get_update(before)
+    assert codes(core.receive_binary("c", sync.update(edit))) == []
+    commit_all(core)
+    assert (core.doc.get("items", type=pycrdt.Array).to_py() or [])[-1] == "after"
+
+
+def test_after_a_permanent_refusal_later_updates_are_refused_until_the_connection_starts_over() -> None:
+    core = items_room("a")
+    assert codes(core.receive_binary("a", sync.update(CLOCK_OVERFLOW))) == ["storage_rejected"]
+    (refused,) = sends(core.receive_binary("a", sync.update(update_appending("later"))))
+    assert message(refused)["code"] == "storage_rejected" and "earlier update" in message(refused)["message"]
+    assert core.pending == deque()
+    core.receive_binary("a", sync.step1(b"\x00"))  # starts over under a new client id
+    fresh = update_appending("fresh")
+    assert core.receive_binary("a", sync.update(fresh)) == [Commit(fresh, "a")]
+
+
+def test_updates_with_missing_dependencies_are_refused_transiently_never_kept_pending() -> None:
+    doc = pycrdt.Doc()
+    array = doc.get("messages", type=pycrdt.Array)
+    updates: list[bytes] = []
+    doc.observe(lambda event: updates.append(event.update))
+    array.append("one")
+    array.append("two")
+    core = room_with("a")
+    assert codes(core.receive_binary("a", sync.update(updates[1]))) == ["storage_unavailable"]
+    assert core.pending == deque()
+    # the client sends everything the server lacks: both apply
+    assert codes(core.receive_binary("a", sync.update(doc.get_update()))) == []
+    commit_all(core)
+    assert core.doc.get("messages", type=pycrdt.Array).to_py() == ["one", "two"]
+
+
+def test_a_failed_commit_refuses_the_batch_and_its_dependents_transiently() -> None:
+    doc = pycrdt.Doc()
+    array = doc.get("messages", type=pycrdt.Array)
+    updates: list[bytes] = []
+    doc.observe(lambda event: updates.append(event.update))
+    array.append("one")
+    core = room_with("a", "b")
+    core.receive_binary("a", sync.update(updates[0]))
+    batch = core.take_batch()
+    array.append("two")  # depends on "one", which is being stored
+    independent = update_appending("b's")
+    assert codes(core.receive_binary("a", sync.update(updates[1]))) == []
+    assert codes(core.receive_binary("b", sync.update(independent))) == []
+    actions = core.batch_failed(batch, "disk full")
+    assert sorted(codes(actions)) == ["storage_unavailable", "storage_unavailable"]
+    assert [commit.update for commit in core.pending] == [independent]
+    assert "a" not in core.poisoned  # transient: the client sends its edits again
+    commit_all(core)
+    assert core.doc.get("messages", type=pycrdt.Array).to_py() == ["b's"]
+    assert codes(core.receive_binary("a", sync.update(doc.get_update()))) == []
+
+
+def test_loading_quarantines_stored_updates_that_no_longer_apply() -> None:
+    stored = [update_with_items(), INSERTS_X, CLOCK_OVERFLOW, FUZZ_BASE, FUZZ_MUTANT, update_appending("m")]
+    result = replay(stored)
+    assert [update for update, _ in result.quarantined] == [CLOCK_OVERFLOW, FUZZ_MUTANT]
+    core = ServerRoom("room")
+    bad = core.load_stored(stored)
+    assert [update for update, _ in bad] == [CLOCK_OVERFLOW, FUZZ_MUTANT]
+    assert all(reason for _, reason in bad)
+    assert sorted(map(str, core.doc.get("items", type=pycrdt.Array).to_py() or [])) == ["None", "seed", "x"]
+    assert core.doc.get("messages", type=pycrdt.Array).to_py() == ["m"]

@@ -7,13 +7,15 @@ import json
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from helpers import DEADLINE_S, free_port
 
-from pluv_widget.server import local
+from pluv_widget import __version__, local
+from pluv_widget.protocol import PROTOCOL_VERSION
 
 
 @pytest.fixture
@@ -41,7 +43,7 @@ def fake_server(body: bytes, status: int = 200) -> http.server.HTTPServer:
 
 
 def test_started_once_by_concurrent_kernels_then_status_and_stop(home: Path) -> None:
-    starter = "from pluv_widget.server.local import ensure_local_server; print(ensure_local_server())"
+    starter = "from pluv_widget.local import ensure_local_server; print(ensure_local_server())"
     kernels = [subprocess.Popen([sys.executable, "-c", starter], stdout=subprocess.PIPE) for _ in range(3)]
     urls = {kernel.communicate(timeout=DEADLINE_S * 3)[0].decode().strip() for kernel in kernels}
     assert urls == {f"ws://127.0.0.1:{local.local_port()}"}
@@ -92,3 +94,83 @@ def test_a_server_that_fails_to_start_says_why(home: Path, monkeypatch: pytest.M
     monkeypatch.setattr(sys, "executable", str(home / "no-such-python"))
     with pytest.raises(local.LocalServerError, match="cannot start"):
         local.ensure_local_server()
+
+
+OLD_SERVER = """
+import http.server, json, os, sys
+
+port, protocol, connections = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+health = {"server": "pluv-widget", "protocol": protocol, "version": "0.0.1", "pid": os.getpid(),
+          "connections": connections, "rooms": 0}
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(json.dumps(health).encode())
+
+    def log_message(self, *args):
+        pass
+
+http.server.HTTPServer(("127.0.0.1", port), Handler).serve_forever()
+"""
+
+
+def start_old_server(tmp_path: Path, home: Path, protocol: int, connections: int) -> subprocess.Popen[bytes]:
+    """An older pluv-widget's local server, as an upgrade finds it: a ``python -m pluv_widget serve``
+    process this machine started (``server.json`` names it) whose /health says version 0.0.1."""
+    package = tmp_path / "old" / "pluv_widget"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "__main__.py").write_text(OLD_SERVER)
+    port = local.local_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pluv_widget", "serve", str(port), str(protocol), str(connections)],
+        cwd=tmp_path / "old",
+        env={"PYTHONPATH": str(tmp_path / "old"), "PATH": "/usr/bin:/bin"},
+    )
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "server.json").write_text(json.dumps({"pid": process.pid, "port": port, "url": f"ws://127.0.0.1:{port}"}))
+    deadline = time.monotonic() + DEADLINE_S
+    while local.local_status() is None:
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    return process
+
+
+@pytest.mark.parametrize("protocol", [PROTOCOL_VERSION, PROTOCOL_VERSION - 1])
+def test_an_idle_older_local_server_is_replaced(home: Path, tmp_path: Path, protocol: int) -> None:
+    old = start_old_server(tmp_path, home, protocol, connections=0)
+    try:
+        assert local.ensure_local_server() == f"ws://127.0.0.1:{local.local_port()}"
+        assert old.wait(timeout=DEADLINE_S) is not None  # stopped
+        status = local.local_status()
+        assert status is not None and status["health"]["version"] == __version__
+        assert status["pid"] == status["health"]["pid"] != old.pid
+    finally:
+        old.kill()
+        old.wait()
+
+
+def test_a_busy_older_local_server_is_kept_when_it_speaks_our_protocol(home: Path, tmp_path: Path) -> None:
+    old = start_old_server(tmp_path, home, PROTOCOL_VERSION, connections=2)
+    try:
+        assert local.ensure_local_server() == f"ws://127.0.0.1:{local.local_port()}"
+        assert old.poll() is None  # its users keep their rooms
+        status = local.local_status()
+        assert status is not None and status["pid"] == old.pid and status["health"]["version"] == "0.0.1"
+    finally:
+        old.kill()
+        old.wait()
+
+
+def test_a_busy_older_local_server_of_another_protocol_is_a_clear_error(home: Path, tmp_path: Path) -> None:
+    old = start_old_server(tmp_path, home, PROTOCOL_VERSION - 1, connections=1)
+    try:
+        with pytest.raises(local.IncompatibleServerError, match=r"1 connection\(s\).*replaced by itself once"):
+            local.ensure_local_server()
+        assert old.poll() is None
+    finally:
+        old.kill()
+        old.wait()

@@ -10,7 +10,7 @@ import pytest
 from helpers import free_port
 from nbclient import NotebookClient
 
-from pluv_widget.server.local import stop_local_server
+from pluv_widget.local import stop_local_server
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 

@@ -64,7 +64,7 @@ async def test_compaction_keeps_the_file_near_the_documents_size(start_server: A
     assert database < 4 * document + 64 * 1024, (database, document)
     # The write-ahead log is a bounded journal, not history: checkpointed every 256 pages.
     assert (tmp_path / "rooms.sqlite3-wal").stat().st_size <= 1100 * 1024
-    stored = await server.persistence.load("busy")
+    stored = await server.config.persistence.load("busy")
     assert len(stored) < 600  # a snapshot and a short tail, not 10,000 rows
     copy = pycrdt.Doc()
     for update in stored:

@@ -122,12 +122,13 @@ def test_messages_round_trip(presence: dict[str, Any], event: str, data: Any) ->
     [
         '{"type":"event","event":"e","data":NaN}',
         '{"type":"event","event":"e","data":-Infinity}',
+        '{"type":"event","event":"e","data":1e400}',
         '{"type":"event","event":"e","data":"\\ud800"}',
         '{"type":"presence","patch":{"\\udfff":1}}',
         '{"type":"event","event":"e","data":' + "[" * 100_000 + "]" * 100_000 + "}",
         '{"type":"event","event":"e","data":' + "[" * MAX_JSON_DEPTH + "]" * MAX_JSON_DEPTH + "}",
     ],
-    ids=["nan", "infinity", "lone-surrogate", "surrogate-key", "deep-100k", "one-too-deep"],
+    ids=["nan", "infinity", "overflow", "lone-surrogate", "surrogate-key", "deep-100k", "one-too-deep"],
 )
 def test_odd_json_is_refused_as_invalid_message(frame: str) -> None:
     with pytest.raises(ProtocolError) as refused:

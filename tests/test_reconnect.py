@@ -7,7 +7,7 @@ from typing import Any
 
 from helpers import free_port, until
 
-from pluv_widget.server.app import RoomServer
+from pluv_widget.server.room_server import RoomServer
 
 
 async def test_clients_reconnect_after_a_server_restart_with_presence_restored(start_server: Any,

@@ -13,8 +13,8 @@ from helpers import until, until_storage
 from redis_helpers import RedisServer
 
 from pluv_widget import RoomEvent, crdt
-from pluv_widget.server.persistence import MemoryPersistence
-from pluv_widget.server.pubsub import LocalPubSub
+from pluv_widget.server.bus.local import LocalPubSub
+from pluv_widget.server.storage.memory import MemoryPersistence
 
 _rooms = itertools.count()
 

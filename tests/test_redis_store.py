@@ -16,9 +16,18 @@ import pytest
 from helpers import DEADLINE_S
 from redis_helpers import RedisServer
 
-from pluv_widget.server.persistence import StorageUnavailableError
-from pluv_widget.server.pubsub import Envelope
-from pluv_widget.server.redis import RedisPersistence, RedisPubSub
+from pluv_widget.core.envelopes import (
+    Envelope,
+    EventSent,
+    MemberJoined,
+    MemberLeft,
+    PresencePatched,
+    StorageUpdated,
+)
+from pluv_widget.protocol import MemberInfo
+from pluv_widget.server.bus.redis import RedisPubSub
+from pluv_widget.server.storage.base import StorageUnavailableError
+from pluv_widget.server.storage.redis import RedisPersistence
 
 _rooms = itertools.count()
 
@@ -162,7 +171,7 @@ class Inbox:
         self._changed.set()
 
     def kinds(self) -> list[str]:
-        return [envelope["kind"] for envelope in self.envelopes]
+        return [envelope.kind for envelope in self.envelopes]
 
     async def until(self, condition: Callable[[list[Envelope]], bool], timeout: float = DEADLINE_S) -> None:
         async with asyncio.timeout(timeout):
@@ -175,17 +184,17 @@ def members_seen(envelopes: list[Envelope]) -> dict[str, dict[str, Any]]:
     """Who is in the room, with their presence, after these envelopes."""
     members: dict[str, dict[str, Any]] = {}
     for envelope in envelopes:
-        if envelope["kind"] == "join":
-            members[envelope["member"]["connection_id"]] = dict(envelope["member"]["presence"])
-        elif envelope["kind"] == "leave":
-            members.pop(envelope["connection_id"], None)
-        elif envelope["kind"] == "presence" and envelope["connection_id"] in members:
-            members[envelope["connection_id"]].update(envelope["patch"])
+        if isinstance(envelope, MemberJoined):
+            members[envelope.member.connection_id] = dict(envelope.member.presence)
+        elif isinstance(envelope, MemberLeft):
+            members.pop(envelope.connection_id, None)
+        elif isinstance(envelope, PresencePatched) and envelope.connection_id in members:
+            members[envelope.connection_id].update(envelope.patch)
     return members
 
 
-def member(connection_id: str, **presence: Any) -> dict[str, Any]:
-    return {"connection_id": connection_id, "user": {"id": connection_id}, "presence": presence}
+def member(connection_id: str, **presence: Any) -> MemberInfo:
+    return MemberInfo(connection_id, {"id": connection_id}, presence)
 
 
 async def test_a_subscriber_learns_every_member_first_then_hears_changes(redis_server: RedisServer) -> None:
@@ -193,22 +202,22 @@ async def test_a_subscriber_learns_every_member_first_then_hears_changes(redis_s
     a, b = RedisPubSub(redis_server.url), RedisPubSub(redis_server.url)
     try:
         await a.subscribe(room, "node-a", Inbox())
-        await a.publish(room, {"kind": "join", "member": member("c1", x=1), "node": "node-a"})
-        await a.publish(room, {"kind": "presence", "connection_id": "c1", "patch": {"x": 2}, "node": "node-a"})
-        await a.publish(room, {"kind": "join", "member": member("c2"), "node": "node-a"})
-        await a.publish(room, {"kind": "leave", "connection_id": "c2", "node": "node-a"})
+        await a.publish(room, MemberJoined(member("c1", x=1), "node-a"))
+        await a.publish(room, PresencePatched("c1", {"x": 2}, "node-a"))
+        await a.publish(room, MemberJoined(member("c2"), "node-a"))
+        await a.publish(room, MemberLeft("c2", "node-a"))
         inbox = Inbox()
         await b.subscribe(room, "node-b", inbox)
         # Before subscribe returned: c1 (a publisher waits for a join to be written). Presence
         # patches and leaves still on their way arrive after, so the view converges.
         first = inbox.envelopes[0]
-        assert first["kind"] == "join" and first["member"]["connection_id"] == "c1" and first["node"] == "node-a"
+        assert isinstance(first, MemberJoined) and first.member.connection_id == "c1" and first.node == "node-a"
         await inbox.until(lambda seen: members_seen(seen) == {"c1": {"x": 2}})
-        await a.publish(room, {"kind": "event", "event": "hi", "data": 1, "sender": "c1", "node": "node-a"})
-        await a.publish(room, {"kind": "update", "update": b"\x01\x02", "node": "node-a"})
-        await inbox.until(lambda seen: seen[-1]["kind"] == "update")
+        await a.publish(room, EventSent("hi", 1, "c1", node="node-a"))
+        await a.publish(room, StorageUpdated(b"\x01\x02", "node-a"))
+        await inbox.until(lambda seen: seen[-1].kind == "update")
         assert inbox.kinds()[-2:] == ["event", "update"]
-        assert inbox.envelopes[-1]["update"] == b"\x01\x02"  # bytes survive the trip
+        assert inbox.envelopes[-1] == StorageUpdated(b"\x01\x02", "node-a")  # bytes survive the trip
         assert a.status() == b.status() == "ok"
     finally:
         await a.close()
@@ -222,17 +231,17 @@ async def test_a_dead_processs_members_leave_within_the_heartbeat_timeout(redis_
     inbox = Inbox()
     try:
         await dying.subscribe(room, "dying", Inbox())
-        await dying.publish(room, {"kind": "join", "member": member("ghost"), "node": "dying"})
+        await dying.publish(room, MemberJoined(member("ghost"), "dying"))
         await watcher.subscribe(room, "watcher", inbox)
         assert inbox.kinds() == ["join"]
         # Silence the dying process as kill -9 would: no goodbye, heartbeats just stop.
         assert dying._supervisor is not None
         dying._supervisor.cancel()
         started = time.monotonic()
-        await inbox.until(lambda seen: "leave" in [e["kind"] for e in seen])
+        await inbox.until(lambda seen: "leave" in [e.kind for e in seen])
         assert time.monotonic() - started < 1.0 + 3 * 0.2 + 2.0  # ttl + a few heartbeats + slack
-        assert inbox.envelopes[1] == {"kind": "leave", "connection_id": "ghost", "node": "dying"}
-        await inbox.until(lambda seen: seen[-1]["kind"] == "resync")  # its rooms resync storage
+        assert inbox.envelopes[1] == MemberLeft("ghost", "dying")
+        await inbox.until(lambda seen: seen[-1].kind == "resync")  # its rooms resync storage
     finally:
         await watcher.close()
         dying._closed = True  # its connections only; its keys are gone already
@@ -246,7 +255,7 @@ async def test_a_process_reaped_while_alive_announces_its_members_again(redis_se
     inbox = Inbox()
     try:
         await stalled.subscribe(room, "stalled", Inbox())
-        await stalled.publish(room, {"kind": "join", "member": member("c1", x=1), "node": "stalled"})
+        await stalled.publish(room, MemberJoined(member("c1", x=1), "stalled"))
         await watcher.subscribe(room, "watcher", inbox)
         # Its heartbeats stop (a blocked event loop, a network partition) past the timeout...
         assert stalled._supervisor is not None

@@ -10,7 +10,7 @@ from helpers import until
 from pydantic import BaseModel, ValidationError
 
 from pluv_widget import RoomEvent
-from pluv_widget.server.app import RoomServer
+from pluv_widget.server.room_server import RoomServer
 
 
 class Presence(BaseModel):

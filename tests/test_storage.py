@@ -12,7 +12,7 @@ from helpers import free_port, until, until_storage
 from websockets.asyncio.client import connect
 
 from pluv_widget import Limits, ServerError, StorageLoadingError, crdt
-from pluv_widget.core import sync_frame
+from pluv_widget.protocol import sync
 
 MESSAGES = crdt.doc(lambda: {"messages": crdt.array([])})
 
@@ -162,7 +162,7 @@ async def test_a_corrupt_update_is_refused_and_changes_nothing(server: Any, make
     a = await make_client(server, initial_storage=storage("safe")).enter("r")
     async with connect(f"ws://127.0.0.1:{server.port}/r") as socket:
         await socket.send(json.dumps({"type": "join", "protocol": 1, "presence": {}}))
-        await socket.send(sync_frame(pycrdt.YSyncMessageType.SYNC_UPDATE, b"\x01\x01\x99\x99\x99"))
+        await socket.send(sync.update(b"\x01\x01\x99\x99\x99"))
         async with asyncio.timeout(20):
             while True:
                 frame = await socket.recv()
@@ -182,9 +182,10 @@ async def test_a_5_mb_document_syncs_to_a_joiner(server: Any, make_client: Any) 
     await until_storage(joiner, "messages", lambda items: len(items) == 50_000)
 
 
-async def test_the_server_reads_and_edits_a_rooms_storage(server: Any, make_client: Any) -> None:
+async def test_the_server_reads_and_edits_a_rooms_storage(start_server: Any, make_client: Any) -> None:
     updates: list[dict[str, Any]] = []
-    server.io.on_storage_updated = lambda room, doc: updates.append({"room": room})
+    # Hooks are configuration: fixed when the server starts.
+    server = await start_server(on_storage_updated=lambda room, doc: updates.append({"room": room}))
     a = await make_client(server, initial_storage=storage("hello")).enter("r")
     assert (await server.io.storage_json("r"))["messages"] == ["hello"]
 

@@ -22,8 +22,9 @@ import traitlets
 from helpers import DEADLINE_S, free_port
 
 from pluv_widget import PluvClient, PluvRoom, crdt, create_client
-from pluv_widget.server.local import local_status, stop_local_server
+from pluv_widget.local import local_status, stop_local_server
 from pluv_widget.widget import PUSH_INTERVAL_S, RoomWidget, color_for, display_name, token_endpoint
+from pluv_widget.widget.messages import shown as _shown
 
 
 def until(widget: RoomWidget, condition: Callable[[], Any], timeout: float = DEADLINE_S) -> None:
@@ -164,11 +165,93 @@ def test_frontend_messages_from_another_thread_land_on_the_clients_loop(
     thread.join()
     until(ada, lambda: [m["text"] for m in ada.messages] == ["from the browser"])
     assert seen_on == [ada.client.loop]
+    # The browser sets `selection` itself; on a subshell the observer runs on that thread.
     message_id = ada.messages[0]["id"]
-    thread = threading.Thread(target=lambda: ada._on_frontend_message(ada, {"type": "select", "id": message_id}, []))
+    thread = threading.Thread(target=lambda: asyncio.run(set_selection(ada, message_id)))
     thread.start()
     thread.join()
     until_room(bob, lambda: bob.others[0].presence.get("selection_id") == message_id)
+    until(ada, lambda: ada.me["presence"]["selection_id"] == message_id)
+    assert ada.selection == message_id
+    thread = threading.Thread(target=lambda: asyncio.run(set_selection(ada, None)))
+    thread.start()
+    thread.join()
+    until_room(bob, lambda: bob.others[0].presence.get("selection_id") is None)
+
+
+async def set_selection(widget: RoomWidget, message_id: str | None) -> None:
+    """What ipywidgets does with the view's ``model.set("selection", id); model.save_changes()``."""
+    widget.set_state({"selection": message_id})
+
+
+def replay(sent: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+    """What js/widget.js does with the frontend messages: a snapshot, then deltas on top of it."""
+    shown: list[dict[str, Any]] | None = None
+    version: int | None = None
+    for content in sent:
+        if content["type"] == "messages-snapshot":
+            shown, version = list(content["messages"]), content["version"]
+        elif content["type"] == "messages-delta":
+            if shown is None or version is None or content["version"] <= version:
+                continue
+            assert content["base"] == version, "a gap in the deltas"
+            for op in content["ops"]:
+                index = op["index"]
+                if "insert" in op:
+                    shown[index:index] = op["insert"]
+                elif "delete" in op:
+                    del shown[index : index + op["delete"]]
+                else:
+                    shown[index] = op["set"]
+            version = content["version"]
+    return shown
+
+
+def test_messages_reach_the_browser_as_deltas(url: str, widgets: list[RoomWidget], peer: Any) -> None:
+    ada = RoomWidget("deltas", user="Ada", url=url)
+    widgets.append(ada)
+    sent: list[dict[str, Any]] = []
+    ada.send = lambda content, buffers=None: sent.append(content)  # type: ignore[method-assign]
+    _, bob = peer(url, "deltas", "Bob")
+    until(ada, lambda: ada.connection_state == "open" and len(ada.others) == 1)
+    ada._on_frontend_message(ada, {"type": "sync-request"}, [])  # the first view renders
+
+    def stored() -> list[dict[str, Any]]:
+        return [_shown(i, item) for i, item in enumerate(bob.storage_json()["messages"])]  # type: ignore[index]
+
+    def message(n: int) -> Any:
+        return crdt.map({"id": f"b{n}", "author": "Bob", "color": "#123456", "text": f"m{n}", "time": n})
+
+    messages = bob.storage("messages")
+
+    def step(edit: Callable[[], Any]) -> None:
+        bob.transact(edit)
+        until(ada, lambda: ada.messages == stored())
+        deadline = time.monotonic() + DEADLINE_S
+        while replay(sent) != ada.messages and time.monotonic() < deadline:
+            time.sleep(0.02)  # the push that set the traitlet sends its delta right after
+        assert replay(sent) == ada.messages
+
+    step(lambda: messages.extend([message(n) for n in range(5)]))
+    step(lambda: messages.insert(2, message(10)))  # in the middle
+    step(lambda: messages.__delitem__(0))
+    step(lambda: messages.__delitem__(slice(1, 3)))
+    ada.post("from Ada")
+    until(ada, lambda: [m["text"] for m in ada.messages] == ["m1", "m3", "m4", "from Ada"])
+    late_view = len(sent)
+    ada._on_frontend_message(ada, {"type": "sync-request"}, [])  # a second view renders later
+    deadline = time.monotonic() + DEADLINE_S
+    while not any(c["type"] == "messages-snapshot" for c in sent[late_view:]) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    step(lambda: messages[1].__setitem__("text", "m3, edited"))  # an edit inside a message
+    step(lambda: messages.extend([message(20), message(21)]))
+    assert [m["text"] for m in ada.messages] == ["m1", "m3, edited", "m4", "from Ada", "m20", "m21"]
+    assert replay(sent[late_view:]) == stored()  # the late view starts from its snapshot
+    deltas = [content for content in sent if content["type"] == "messages-delta"]
+    kinds = {kind for delta in deltas for op in delta["ops"] for kind in ("insert", "delete", "set") if kind in op}
+    assert kinds == {"insert", "delete", "set"}
+    assert all(len(op.get("insert", [])) <= 5 for delta in deltas for op in delta["ops"])  # never the list
+    assert "messages" not in ada.keys  # not a synced traitlet: no whole-list pushes
 
 
 BOB = """
@@ -279,7 +362,7 @@ def test_the_widget_comes_back_after_its_loop_was_blocked(
 def test_join_code_fetches_a_token_and_a_wrong_one_is_shown(
     server_process: Callable[..., Any], widgets: list[RoomWidget]
 ) -> None:
-    url = server_process("--memory", "--secret", "s3cret", "--join-code", "maple-42").url
+    url = server_process("--memory", "--secret", "s3cret-for-tests-only-32-bytes-long!", "--join-code", "maple-42").url
     ada = RoomWidget("class", user="Ada", url=url, join_code="maple-42")
     widgets.append(ada)
     until(ada, lambda: ada.connection_state == "open")
@@ -294,7 +377,7 @@ def test_join_code_fetches_a_token_and_a_wrong_one_is_shown(
 def test_configuration_from_the_environment(
     server_process: Callable[..., Any], widgets: list[RoomWidget], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    url = server_process("--memory", "--secret", "s3cret", "--join-code", "oak").url
+    url = server_process("--memory", "--secret", "s3cret-for-tests-only-32-bytes-long!", "--join-code", "oak").url
     monkeypatch.setenv("PLUV_WIDGET_URL", url)
     monkeypatch.setenv("PLUV_WIDGET_JOIN_CODE", "oak")
     monkeypatch.setenv("JUPYTERHUB_USER", "grace")

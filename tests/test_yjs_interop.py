@@ -15,7 +15,7 @@ from helpers import until_storage
 from websockets.asyncio.client import connect
 
 from pluv_widget import crdt
-from pluv_widget.core import sync_frame
+from pluv_widget.protocol import sync
 
 INTEROP = Path(__file__).parent / "interop"
 STORAGE = crdt.doc(lambda: {"messages": crdt.array([]), "notes": crdt.text("")})
@@ -34,7 +34,7 @@ async def server_document(server: Any, room: str) -> bytes:
     """The room's whole document as the server holds it, fetched like a Yjs provider would."""
     async with connect(f"ws://127.0.0.1:{server.port}/{room}", max_size=None) as socket:
         await socket.send(json.dumps({"type": "join", "protocol": 1, "presence": {}}))
-        await socket.send(sync_frame(pycrdt.YSyncMessageType.SYNC_STEP1, b"\x00"))
+        await socket.send(sync.step1(b"\x00"))
         async with asyncio.timeout(20):
             while True:
                 frame = await socket.recv()
@@ -47,7 +47,7 @@ async def test_a_yjs_update_from_node_reaches_python_clients(server: Any, make_c
     update = base64.b64decode(await node("make"))
     async with connect(f"ws://127.0.0.1:{server.port}/interop") as socket:
         await socket.send(json.dumps({"type": "join", "protocol": 1, "presence": {}}))
-        await socket.send(sync_frame(pycrdt.YSyncMessageType.SYNC_UPDATE, update))
+        await socket.send(sync.update(update))
         messages = await until_storage(reader, "messages", lambda items: len(items) == 3)
     assert messages == ["from yjs", "second", {"id": 7, "text": "a map inside an array"}]
     assert reader.storage_json()["notes"] == "typed in node"  # type: ignore[index]

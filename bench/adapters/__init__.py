@@ -9,7 +9,7 @@ across systems.
 
 Adapters:
 
-* ``pluv`` — this project's protocol (``pluv_widget/protocol.py``): a JSON ``join``, JSON
+* ``pluv`` — this project's protocol (``pluv_widget/protocol/``): a JSON ``join``, JSON
   presence, y-websocket binary sync frames for storage.
 * ``yjs`` — the y-websocket protocol that @y/websocket-server and pycrdt-websocket speak:
   binary sync messages and awareness messages, built with pycrdt.

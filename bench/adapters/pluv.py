@@ -3,7 +3,7 @@
 Join: ``{"type": "join", "protocol": 1, "presence": {...}}`` → ``welcome``; then a sync step 1
 that the server answers with its step 2 (and its own step 1, answered with ours). Presence is
 ``{"type": "presence", "patch": {...}}``; others receive it stamped with the sender's
-``connection_id``. See ``pluv_widget/protocol.py``.
+``connection_id``. See ``pluv_widget/protocol/``.
 """
 
 from __future__ import annotations

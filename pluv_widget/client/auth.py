@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import http.client
 import inspect
 import json
 import urllib.error
 import urllib.request
 from collections.abc import Awaitable, Callable
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from ssl import SSLContext
 
 from ..errors import AuthorizationError
+from ..protocol.routes import token_from_answer, with_query
 
 #: A URL answering ``{"token": ...}`` for ``?room=<name>``, or ``callable(room) -> token``.
 AuthEndpoint = str | Callable[[str], str | Awaitable[str]]
@@ -18,9 +20,15 @@ AuthEndpoint = str | Callable[[str], str | Awaitable[str]]
 TIMEOUT_S = 10.0
 
 
-async def fetch_token(endpoint: AuthEndpoint | None, room: str) -> str | None:
-    """The token for ``room``: None without an endpoint. A refusal raises AuthorizationError;
-    an unreachable endpoint raises OSError (the room then retries like a lost connection)."""
+async def fetch_token(endpoint: AuthEndpoint | None, room: str, *, ssl: SSLContext | None = None) -> str | None:
+    """The token for ``room``: None without an endpoint.
+
+    Every 4xx answer of the token route is a refusal: it raises :class:`AuthorizationError`
+    with the HTTP status as ``code`` and the server's words as ``reason`` (429 adds its
+    ``Retry-After``); retrying on its own would only hammer the route (wrong join codes are
+    rate-limited per source), so the room reports it through ``on_authorization_fail`` and
+    stops. A 5xx answer and a network error raise ``OSError``: the room retries like a lost
+    connection. ``ssl`` verifies ``https://`` endpoints (a private CA)."""
     if endpoint is None:
         return None
     if callable(endpoint):
@@ -28,28 +36,46 @@ async def fetch_token(endpoint: AuthEndpoint | None, room: str) -> str | None:
         if inspect.isawaitable(token):
             token = await token
         return str(token)
-    return await asyncio.to_thread(_get, with_room(endpoint, room))
+    return await asyncio.to_thread(_get, with_query(endpoint, room=room), ssl)
 
 
-def with_room(url: str, room: str) -> str:
-    parts = urlsplit(url)
-    query = [(key, value) for key, value in parse_qsl(parts.query) if key != "room"] + [("room", room)]
-    return urlunsplit(parts._replace(query=urlencode(query)))
-
-
-def _get(url: str) -> str:
+def _get(url: str, context: SSLContext | None) -> str:
     try:
-        with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response:
-            body = json.loads(response.read())
+        with urllib.request.urlopen(url, timeout=TIMEOUT_S, context=context) as response:
+            raw = response.read()
     except urllib.error.HTTPError as error:
-        if error.code in (400, 401, 403, 404):
-            try:
-                reason = json.loads(error.read()).get("error", error.reason)
-            except ValueError:
-                reason = error.reason
+        if 400 <= error.code < 500:
+            reason = _words(error)
+            retry_after = error.headers.get("Retry-After") if error.headers else None
+            if retry_after:
+                reason += f" (Retry-After: {retry_after} s)"
             raise AuthorizationError(error.code, f"auth endpoint refused: {reason}") from None
         raise OSError(f"auth endpoint failed: HTTP {error.code}") from None
-    token = body.get("token") if isinstance(body, dict) else None
-    if not isinstance(token, str):
+    except http.client.HTTPException as error:  # a garbled answer: like a network error
+        raise OSError(f"auth endpoint failed: {error!r}") from None
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        raise AuthorizationError(502, "auth endpoint answered something that is not JSON") from None
+    token = token_from_answer(body)
+    if token is None:
         raise AuthorizationError(502, "auth endpoint answered without a token")
     return token
+
+
+def _words(error: urllib.error.HTTPError) -> str:
+    """The server's own words: ``{"error": ...}`` of a JSON body, else the body's first line,
+    else the HTTP reason phrase."""
+    try:
+        text = error.read(4096).decode("utf-8", "replace").strip()
+    except OSError:
+        text = ""
+    try:
+        answer = json.loads(text)
+    except ValueError:
+        answer = None
+    if isinstance(answer, dict) and isinstance(answer.get("error"), str):
+        return str(answer["error"])
+    if text and answer is None:
+        return text.splitlines()[0][:200]
+    return str(error.reason or f"HTTP {error.code}")

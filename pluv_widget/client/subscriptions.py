@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import inspect
 import logging
+import threading
 from collections import defaultdict
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ..crdt import to_json
+from ..errors import UsageError
 
 if TYPE_CHECKING:
-    from .room import PluvRoom
+    from .room import Room
     from .types import OthersChange, RoomEvent, ServerError, User
 
 log = logging.getLogger("pluv_widget.client")
@@ -20,24 +21,31 @@ Unsubscribe = Callable[[], None]
 
 
 class Listeners:
-    """Callbacks by topic. A callback that raises is logged and the others still run."""
+    """Callbacks by topic. A callback that raises is logged and the others still run.
+
+    Callbacks are added and removed from any thread; :meth:`emit` runs on the client's loop.
+    """
 
     def __init__(self) -> None:
         self._topics: dict[str, list[Callable[..., Any]]] = defaultdict(list)
+        self._lock = threading.Lock()
 
     def add(self, topic: str, callback: Callable[..., Any]) -> Unsubscribe:
-        self._topics[topic].append(callback)
+        with self._lock:
+            self._topics[topic].append(callback)
 
         def unsubscribe() -> None:
-            callbacks = self._topics.get(topic, [])
-            if callback in callbacks:
-                callbacks.remove(callback)
+            with self._lock:
+                callbacks = self._topics.get(topic, [])
+                if callback in callbacks:
+                    callbacks.remove(callback)
 
         return unsubscribe
 
     def emit(self, topic: str, *args: Any) -> None:
-        calls = [(callback, args) for callback in self._topics.get(topic, ())]
-        calls += [(callback, (topic,)) for callback in self._topics.get("*", ())]
+        with self._lock:
+            calls = [(callback, args) for callback in self._topics.get(topic, ())]
+            calls += [(callback, (topic,)) for callback in self._topics.get("*", ())]
         for callback, arguments in calls:
             try:
                 callback(*arguments)
@@ -57,10 +65,10 @@ def _positional_arity(callback: Callable[..., Any]) -> int | None:
 
 
 class RoomSubscriptions:
-    """Callbacks run on the client's event loop thread, except ``storage`` callbacks, which run
-    where the change was made (the loop for remote changes, the caller for local edits)."""
+    """Subscribe from any thread; callbacks run on the client's loop thread (storage callbacks
+    too: every edit, local or remote, is made there — see :mod:`.loop`)."""
 
-    def __init__(self, room: PluvRoom) -> None:
+    def __init__(self, room: Room) -> None:
         self._room = room
         self._listeners = room._listeners
 
@@ -69,7 +77,7 @@ class RoomSubscriptions:
         ``("connection", cb)``, ``("storage-state", cb)``, ``("error", cb)``."""
         method = getattr(self, topic.replace("-", "_"), None)
         if topic.startswith("_") or topic in ("event", "storage") or method is None:
-            raise ValueError(f"unknown subscription {topic!r}; use room.subscribe.event(name, cb) for events")
+            raise UsageError(f"unknown subscription {topic!r}; use room.subscribe.event(name, cb) for events")
         unsubscribe: Unsubscribe = method(callback)
         return unsubscribe
 
@@ -96,7 +104,10 @@ class RoomSubscriptions:
         return self._listeners.add(f"event:{name}", callback)
 
     def error(self, callback: Callable[[ServerError], None]) -> Unsubscribe:
-        """``callback(error)`` when the server refuses one of this client's messages."""
+        """``callback(error)`` when the server refuses one of this client's messages. After a
+        permanent storage refusal it comes once the room's storage was reloaded, with
+        ``error.reloaded`` True and ``error.discarded`` the local JSON of each root that was
+        dropped; a transient one (``storage_unavailable``) is reported once while resending."""
         return self._listeners.add("error", callback)
 
     def storage_state(self, callback: Callable[[str], None]) -> Unsubscribe:
@@ -109,11 +120,6 @@ class RoomSubscriptions:
         return self._listeners.add("*", callback)
 
     def storage(self, key: str, callback: Callable[[Any], None]) -> Unsubscribe:
-        """``callback(json)`` with a snapshot of root ``key`` after each local or remote change."""
-        shared = self._room._root(key)
-        subscription = shared.observe_deep(lambda _events: callback(to_json(shared)))
-
-        def unsubscribe() -> None:
-            shared.unobserve(subscription)
-
-        return unsubscribe
+        """``callback(json)`` with a snapshot of root ``key`` after each local or remote change
+        (it follows the room's new document after a reload: see ``Room.storage``)."""
+        return self._room._watch_storage(key, callback)

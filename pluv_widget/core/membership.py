@@ -57,6 +57,9 @@ class Membership:
     def __iter__(self) -> Iterator[Member]:
         return iter(list(self._members.values()))
 
+    def __getitem__(self, connection_id: str) -> Member:
+        return self._members[connection_id]
+
     def get(self, connection_id: str | None) -> Member | None:
         return self._members.get(connection_id) if connection_id is not None else None
 

@@ -1,7 +1,7 @@
 """Text frames as JSON: the one place a text frame becomes a value and a value a frame.
 
-Decoding refuses what JSON allows but a room must not carry: ``NaN`` and ``Infinity`` (not JSON
-to any other parser), lone UTF-16 surrogates (``"\\ud800"``: they cannot be encoded again, so
+Decoding refuses what JSON allows but a room must not carry: ``NaN``, ``Infinity`` and numbers
+beyond a double's range (not JSON to any other parser), lone UTF-16 surrogates (``"\\ud800"``: they cannot be encoded again, so
 relaying them would fail), and nesting deeper than :data:`MAX_JSON_DEPTH` (deep values exhaust
 the stack of whoever encodes them next).
 """
@@ -9,6 +9,7 @@ the stack of whoever encodes them next).
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Any, NoReturn
 
@@ -49,6 +50,13 @@ def _refuse_constant(name: str) -> NoReturn:
     _refuse(f"{name} is not a JSON number")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400 parses as infinity
+        _refuse(f"{text[:20]} is out of range for a JSON number")
+    return value
+
+
 def _check_nesting(value: Any, surrogates: bool) -> None:
     """Walk ``value`` without recursion: depth, and (when escapes suggest it) lone surrogates."""
     stack: list[tuple[Any, int]] = [(value, 1)]
@@ -74,7 +82,7 @@ def _check_nesting(value: Any, surrogates: bool) -> None:
 def decode_object(frame: str) -> dict[str, Any]:
     """Parse a text frame into a JSON object with a string ``type``, or raise :class:`ProtocolError`."""
     try:
-        message = json.loads(frame, parse_constant=_refuse_constant)
+        message = json.loads(frame, parse_constant=_refuse_constant, parse_float=_finite_float)
     except RecursionError:
         _refuse(f"the message nests deeper than {MAX_JSON_DEPTH} levels")
     except ValueError as error:

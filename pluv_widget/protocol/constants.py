@@ -1,8 +1,13 @@
 """Numbers both sides must agree on. Each is named here once."""
 
 #: Bumped whenever a message changes shape; ``join`` carries it and the server refuses others
-#: with ``CloseCode.PROTOCOL_ERROR``. Version 1: the protocol of pluv-widget 0.1.
-PROTOCOL_VERSION = 1
+#: with ``CloseCode.PROTOCOL_ERROR``. Version 1: the protocol of pluv-widget 0.1. Version 2: the
+#: protected document (binary message type ``PROTECTED_MESSAGE``, read-only for clients), ``call`` /
+#: ``result`` / ``error`` with an ``id`` (typed procedures with replies), the room's
+#: ``generation`` and its protected roots in ``welcome`` (and the client's generation in ``join``),
+#: the error codes ``forbidden``, ``muted``, ``room_locked``, ``unknown_procedure`` and the close
+#: codes 4009 (removed) and 4010 (room reset).
+PROTOCOL_VERSION = 2
 #: What ``/health`` says in ``server``, so a port held by another program is never mistaken for ours.
 SERVER_NAME = "pluv-widget"
 #: The port of ``pluv-widget serve`` and of the embedded local server.

@@ -2,8 +2,10 @@
 
 The client's first frame is :class:`Join`; the server answers :class:`Welcome` (everyone already
 in the room) and then, as they happen, :class:`Joined`, :class:`Left`, :class:`PresenceUpdate`,
-:class:`Event` and :class:`ErrorMessage`. After joining, a client sends :class:`PresenceUpdate`
-and :class:`Event`. Values cross the wire as ``{"type": ..., fields...}``; a field the server
+:class:`Event`, :class:`Result` and :class:`ErrorMessage`. After joining, a client sends
+:class:`PresenceUpdate`, :class:`Event` and :class:`Call` (a typed procedure with a reply: the
+server answers the sender only, with a :class:`Result` or an :class:`ErrorMessage` of the same
+``id``). Values cross the wire as ``{"type": ..., fields...}``; a field the server
 stamps (who sent it) is left out when a client sends the message.
 """
 
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,11 +62,16 @@ class Join:
     metadata: Any = None
     initial_storage: bytes | None = None  # a Yjs update, for a room that has no storage yet
     protocol: int = PROTOCOL_VERSION
+    #: The room's generation this client's document belongs to (None: it never synced). A
+    #: client of an older generation discards its document; the server refuses its old updates.
+    generation: str | None = None
 
     def encode(self) -> str:
         message: dict[str, Any] = {"type": "join", "protocol": self.protocol, "presence": self.presence}
         if self.metadata is not None:
             message["metadata"] = self.metadata
+        if self.generation is not None:
+            message["generation"] = self.generation
         if self.initial_storage is not None:
             message["initial_storage"] = base64.b64encode(self.initial_storage).decode()
         return encode_json(message)
@@ -85,11 +93,14 @@ class Join:
         _need(json_size(presence) <= limits.max_presence_bytes,
               f"initial presence is over {limits.max_presence_bytes} bytes")
         _need(initial is None or isinstance(initial, str), "join 'initial_storage' must be base64 text")
+        generation = message.get("generation")
+        _need(generation is None or (isinstance(generation, str) and len(generation) <= 64),
+              "join 'generation' must be a short string")
         try:
             storage = base64.b64decode(initial, validate=True) if initial else None
         except (binascii.Error, ValueError) as error:
             raise ProtocolError(ErrorCode.INVALID_MESSAGE, f"invalid initial_storage: {error}") from None
-        return cls(presence, message.get("metadata"), storage)
+        return cls(presence, message.get("metadata"), storage, generation=generation)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +113,12 @@ class Welcome:
     presence: dict[str, Any]
     others: tuple[MemberInfo, ...] = ()
     protocol: int = PROTOCOL_VERSION
+    #: The room's generation: a new one after a reset, a clear or an expiry (see ``Join``).
+    generation: str = ""
+    #: Roots of the protected document (written by the server only; read-only for clients).
+    protected_roots: tuple[str, ...] = ()
+    #: Protected roots a teacher's client may also write directly (protected update frames).
+    teacher_only_roots: tuple[str, ...] = ()
 
     def encode(self) -> str:
         return encode_json({
@@ -112,6 +129,9 @@ class Welcome:
             "user": self.user,
             "presence": self.presence,
             "others": [other.to_wire() for other in self.others],
+            "generation": self.generation,
+            "protected_roots": list(self.protected_roots),
+            "teacher_only_roots": list(self.teacher_only_roots),
         })
 
     @classmethod
@@ -119,8 +139,13 @@ class Welcome:
         me = MemberInfo.from_wire(message)
         others = message.get("others", [])
         _need(isinstance(others, list), "welcome 'others' is a list")
+        protected, teacher_only = message.get("protected_roots", []), message.get("teacher_only_roots", [])
+        for roots in (protected, teacher_only):
+            _need(isinstance(roots, list) and all(isinstance(root, str) for root in roots),
+                  "welcome's roots are lists of strings")
         return cls(str(message.get("room", "")), me.connection_id, me.user, me.presence,
-                   tuple(MemberInfo.from_wire(other) for other in others), int(message.get("protocol") or 0))
+                   tuple(MemberInfo.from_wire(other) for other in others), int(message.get("protocol") or 0),
+                   str(message.get("generation") or ""), tuple(protected), tuple(teacher_only))
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +195,7 @@ class PresenceUpdate:
         patch, connection_id = message.get("patch"), message.get("connection_id")
         _need(_is_object(patch), "presence 'patch' must be an object")
         _need(connection_id is None or isinstance(connection_id, str), "presence 'connection_id' is a string")
+        assert isinstance(patch, dict)
         return cls(patch, connection_id)
 
 
@@ -211,21 +237,82 @@ class Event:
 
 @dataclass(frozen=True, slots=True)
 class ErrorMessage:
-    """server → one connection: one of its messages was refused (see :class:`ErrorCode`)."""
+    """server → one connection: one of its messages was refused (see :class:`ErrorCode`).
+
+    ``id``: the refused :class:`Call`'s id (None for other messages). ``storage``: a storage
+    update was refused for the sender's rights (``forbidden``, ``muted``, ``room_locked``): the
+    client drops its unsent edits and reloads, as after a permanent storage refusal."""
 
     code: str
     message: str
+    id: int | None = None
+    storage: bool = False
 
     def encode(self) -> str:
-        return encode_json({"type": "error", "code": str(self.code), "message": self.message})
+        message: dict[str, Any] = {"type": "error", "code": str(self.code), "message": self.message}
+        if self.id is not None:
+            message["id"] = self.id
+        if self.storage:
+            message["storage"] = True
+        return encode_json(message)
 
     @classmethod
     def from_wire(cls, message: dict[str, Any]) -> ErrorMessage:
-        return cls(str(message.get("code", "")), str(message.get("message", "")))
+        call_id = message.get("id")
+        return cls(str(message.get("code", "")), str(message.get("message", "")),
+                   call_id if isinstance(call_id, int) and not isinstance(call_id, bool) else None,
+                   message.get("storage") is True)
 
 
-ClientMessage = PresenceUpdate | Event
-ServerMessage = Welcome | Joined | Left | PresenceUpdate | Event | ErrorMessage
+#: A call id is a non-negative integer below 2**53 (exact in JavaScript).
+MAX_CALL_ID = 2**53 - 1
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """client → server: run ``procedure`` with ``input``; answered to the sender only with a
+    :class:`Result` or an :class:`ErrorMessage` carrying the same ``id``."""
+
+    id: int
+    procedure: str
+    input: Any = None
+
+    def encode(self) -> str:
+        return encode_json({"type": "call", "id": self.id, "procedure": self.procedure, "input": self.input})
+
+    @classmethod
+    def from_wire(cls, message: dict[str, Any], limits: Limits | None = None) -> Call:
+        call_id, procedure = message.get("id"), message.get("procedure")
+        _need(isinstance(call_id, int) and not isinstance(call_id, bool) and 0 <= call_id <= MAX_CALL_ID,
+              "call 'id' must be a non-negative integer")
+        if not is_valid_event_name(procedure):
+            raise ProtocolError(ErrorCode.INVALID_MESSAGE, f"invalid procedure name {procedure!r}")
+        data = message.get("input")
+        if limits is not None and json_size(data) > limits.max_event_bytes:
+            raise ProtocolError(ErrorCode.INVALID_INPUT,
+                                f"call input is over {limits.max_event_bytes} bytes")
+        return cls(call_id, procedure, data)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """server → the caller: the call ``id`` was applied; ``data`` is the procedure's answer."""
+
+    id: int
+    data: Any = None
+
+    def encode(self) -> str:
+        return encode_json({"type": "result", "id": self.id, "data": self.data})
+
+    @classmethod
+    def from_wire(cls, message: dict[str, Any]) -> Result:
+        call_id = message.get("id")
+        _need(isinstance(call_id, int) and not isinstance(call_id, bool), "result 'id' is an integer")
+        return cls(call_id, message.get("data"))  # type: ignore[arg-type]
+
+
+ClientMessage = PresenceUpdate | Event | Call
+ServerMessage = Welcome | Joined | Left | PresenceUpdate | Event | ErrorMessage | Result
 
 
 def decode_client_message(frame: str, limits: Limits) -> ClientMessage:
@@ -237,18 +324,21 @@ def decode_client_message(frame: str, limits: Limits) -> ClientMessage:
     if kind == "event":
         event = Event.from_wire(message, limits)
         return Event(event.event, event.data)  # the sender's own stamp is never trusted
+    if kind == "call":
+        return Call.from_wire(message, limits)
     if kind == "join":
         raise ProtocolError(ErrorCode.INVALID_MESSAGE, "already joined")
     raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"unknown message type {kind!r}")
 
 
-_SERVER_MESSAGES = {
+_SERVER_MESSAGES: dict[str, Callable[[dict[str, Any]], ServerMessage]] = {
     "welcome": Welcome.from_wire,
     "joined": Joined.from_wire,
     "left": Left.from_wire,
     "presence": PresenceUpdate.from_wire,
     "event": Event.from_wire,
     "error": ErrorMessage.from_wire,
+    "result": Result.from_wire,
 }
 
 
@@ -258,5 +348,4 @@ def decode_server_message(frame: str) -> ServerMessage:
     decode = _SERVER_MESSAGES.get(message["type"])
     if decode is None:
         raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"unknown message type {message['type']!r}")
-    result: ServerMessage = decode(message)
-    return result
+    return decode(message)

@@ -3,7 +3,12 @@
 * ``ws://host:port/<room>?token=<token>`` — a room connection (the token only when the server
   requires auth).
 * ``GET /health`` — a :class:`Health` object: how the local launcher recognises our server.
-* ``GET /token?room=R&name=N&join_code=C`` — ``{"token": ..., "user": {...}}``.
+* ``GET /token?room=R&name=N&join_code=C[&claim=K]`` — ``{"token": ..., "user": {"id", "name",
+  "role"}, "claim": K}``: ``claim`` is the per-person secret that proves, next time, that the
+  name is yours (409 without it when someone holds the name; 400 for a name that cannot be one).
+* ``POST /names/release?room=R&name=N`` with ``Authorization: Bearer <teacher's token for R>`` —
+  ``{"released": bool}``: a teacher frees a name (403 for any other role).
+  On a JupyterHub service, ``GET /token?room=R&hub_token=T`` (or ``Authorization: token T``) instead.
 """
 
 from __future__ import annotations
@@ -15,6 +20,12 @@ from .constants import PROTOCOL_VERSION, SERVER_NAME
 
 HEALTH_PATH = "/health"
 TOKEN_PATH = "/token"
+#: A teacher frees a claimed name (``POST``, the teacher's room token as ``Authorization: Bearer``).
+RELEASE_NAME_PATH = "/names/release"
+#: ``/token``'s query parameter with the per-person secret of a claimed name.
+CLAIM_PARAM = "claim"
+#: ``/token``'s query parameter with a JupyterHub identity token (a hub service, ``serve --jupyterhub``).
+HUB_TOKEN_PARAM = "hub_token"
 #: Paths the server answers over HTTP, so no room can have these names.
 RESERVED_ROOM_NAMES = frozenset({HEALTH_PATH.lstrip("/"), TOKEN_PATH.lstrip("/")})
 
@@ -81,6 +92,7 @@ class Health(TypedDict):
     connections: int
     storage: str
     redis: NotRequired[str]
+    quarantined: NotRequired[int]  # stored updates set aside since start: they no longer applied
 
 
 def is_our_health(body: Any) -> bool:
@@ -90,6 +102,12 @@ def is_our_health(body: Any) -> bool:
 
 def speaks_our_protocol(body: Any) -> bool:
     return is_our_health(body) and body["protocol"] == PROTOCOL_VERSION
+
+
+def claim_from_answer(body: Any) -> str | None:
+    """The ``claim`` of a ``/token`` answer, if it has one."""
+    claim = body.get(CLAIM_PARAM) if isinstance(body, dict) else None
+    return claim if isinstance(claim, str) and claim else None
 
 
 def token_from_answer(body: Any) -> str | None:

@@ -1,8 +1,18 @@
 """Binary frames: Yjs sync messages exactly as y-websocket frames them.
 
-``varuint(0) · varuint(step) · varbytes(payload)``; step 0 carries a state vector (sync step 1),
+``varuint(type) · varuint(step) · varbytes(payload)``; step 0 carries a state vector (sync step 1),
 step 1 the diff that answers it (sync step 2), step 2 an incremental update. Built and read with
 pycrdt's encoder, so stock Yjs clients frame them the same way.
+
+Two documents per room, told apart by the message type:
+
+* ``0`` (:data:`SYNC_MESSAGE`, y-websocket's sync): the room's storage, which clients write.
+* ``8`` (:data:`PROTECTED_MESSAGE`): the room's *protected* document, written only by the server
+  (its procedures). A client sends only a step 1 of it (to load it, and to subscribe to its
+  updates); the server answers with a step 2 and then relays each protected update as a step 2
+  update. A protected step 2 or update from a client is refused with ``forbidden`` and nothing
+  of it is applied. The server relays protected frames only to connections that asked (sent a
+  protected step 1), so stock y-websocket clients never see a message type they do not know.
 """
 
 from __future__ import annotations
@@ -14,6 +24,8 @@ import pycrdt
 
 #: y-websocket's message type for sync messages (1 is awareness, which this protocol does not use).
 SYNC_MESSAGE = 0
+#: pluv-widget's message type for the protected document (y-websocket uses 0-3).
+PROTECTED_MESSAGE = 8
 #: An update that changes nothing (no structs, no deletions).
 EMPTY_UPDATE = b"\x00\x00"
 
@@ -28,21 +40,23 @@ class SyncStep(IntEnum):
 class SyncMessage:
     step: SyncStep
     payload: bytes
+    protected: bool = False  # about the protected document (message type ``PROTECTED_MESSAGE``)
 
     def encode(self) -> bytes:
-        return bytes([SYNC_MESSAGE, self.step]) + pycrdt.write_message(self.payload)
+        kind = PROTECTED_MESSAGE if self.protected else SYNC_MESSAGE
+        return bytes([kind, self.step]) + pycrdt.write_message(self.payload)
 
 
-def step1(state_vector: bytes) -> bytes:
-    return SyncMessage(SyncStep.STEP1, state_vector).encode()
+def step1(state_vector: bytes, *, protected: bool = False) -> bytes:
+    return SyncMessage(SyncStep.STEP1, state_vector, protected).encode()
 
 
-def step2(diff: bytes) -> bytes:
-    return SyncMessage(SyncStep.STEP2, diff).encode()
+def step2(diff: bytes, *, protected: bool = False) -> bytes:
+    return SyncMessage(SyncStep.STEP2, diff, protected).encode()
 
 
-def update(update: bytes) -> bytes:
-    return SyncMessage(SyncStep.UPDATE, update).encode()
+def update(update: bytes, *, protected: bool = False) -> bytes:
+    return SyncMessage(SyncStep.UPDATE, update, protected).encode()
 
 
 def decode_sync(frame: bytes) -> SyncMessage:
@@ -50,7 +64,7 @@ def decode_sync(frame: bytes) -> SyncMessage:
     decoder = pycrdt.Decoder(frame)
     try:
         kind = decoder.read_var_uint()
-        if kind != SYNC_MESSAGE:
+        if kind not in (SYNC_MESSAGE, PROTECTED_MESSAGE):
             raise ValueError(f"unsupported binary message type {kind}")
         step = decoder.read_var_uint()
         payload = decoder.read_message()
@@ -59,6 +73,6 @@ def decode_sync(frame: bytes) -> SyncMessage:
     if payload is None or decoder.length != 0:
         raise ValueError("payload length does not match the frame")
     try:
-        return SyncMessage(SyncStep(step), bytes(payload))
+        return SyncMessage(SyncStep(step), bytes(payload), kind == PROTECTED_MESSAGE)
     except ValueError:
         raise ValueError(f"unknown sync step {step}") from None

@@ -1,8 +1,12 @@
-"""What the Redis store and the Redis bus share: key names, timings, the client, the envelope codec."""
+"""What the Redis store and the Redis bus share: key names, timings, the client, the Lua scripts.
+
+The scripts are each a step that must be atomic across processes. The heartbeat builds key names
+from data (the rooms a dead node was in), so they need a standalone Redis (or Sentinel), not
+Redis Cluster.
+"""
 
 from __future__ import annotations
 
-import base64
 import json
 import secrets
 from dataclasses import dataclass
@@ -13,6 +17,8 @@ import redis.asyncio
 import redis.exceptions
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+
+from ..protocol import MemberInfo, encode_json
 
 #: A process renews its heartbeat this often (seconds).
 HEARTBEAT_S = 2.0
@@ -111,23 +117,89 @@ class Keys:
         return f"{self.prefix}:room:{room}"
 
 
-def encode_envelope(envelope: dict[str, Any]) -> bytes:
-    """JSON for the wire; an ``update`` envelope's bytes travel as base64. The sender's node
-    comes first, so that a process can skip its own envelopes without decoding them
-    (:func:`own_prefix`)."""
-    ordered = {"node": envelope.get("node", ""), **envelope}
-    if isinstance(ordered.get("update"), bytes | bytearray):
-        ordered["update"] = base64.b64encode(ordered["update"]).decode("ascii")
-    return json.dumps(ordered, separators=(",", ":")).encode()
+def member_entry(node: str, member: MemberInfo) -> str:
+    """A member as the room's member hash keeps it (the reaper script reads ``node``)."""
+    return encode_json({"node": node, "member": member.to_wire()})
 
 
-def own_prefix(node: str) -> bytes:
-    """How every envelope ``node`` publishes starts (see :func:`encode_envelope`)."""
-    return b'{"node":' + json.dumps(node).encode() + b","
+def read_member_entry(raw: bytes | str) -> tuple[str, MemberInfo]:
+    """``(node, member)`` from a member hash entry; ``ValueError`` when it is not one."""
+    entry = json.loads(raw)
+    if not isinstance(entry, dict):
+        raise ValueError("a member entry is an object")
+    node = entry.get("node")
+    return (node if isinstance(node, str) else ""), MemberInfo.from_wire(entry.get("member"))
 
 
-def decode_envelope(data: bytes) -> dict[str, Any]:
-    envelope: dict[str, Any] = json.loads(data)
-    if envelope.get("kind") == "update" and isinstance(envelope.get("update"), str):
-        envelope["update"] = base64.b64decode(envelope["update"])
-    return envelope
+# -- Lua scripts ------------------------------------------------------------------------------
+
+#: Initial storage, exactly once: KEYS = updates, instance, settle; ARGV = update, a new
+#: instance token, settle ms. Returns 1 (claimed), 0 (the room has storage) or -1 (Redis was
+#: just found empty: wait for the processes holding rooms to re-seed them, then ask again).
+CLAIM_INITIAL = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  redis.call('SET', KEYS[2], ARGV[2])
+  redis.call('SET', KEYS[3], '1', 'PX', ARGV[3])
+  return -1
+end
+if redis.call('EXISTS', KEYS[3]) == 1 then return -1 end
+redis.call('RPUSH', KEYS[1], ARGV[1])
+return 1
+"""
+
+#: Compaction: KEYS = updates, version; ARGV = the version read with the first ``count``
+#: updates, count, the merged snapshot. Replaces those updates by the snapshot and keeps every
+#: update appended since (by any process); returns 0 without change if another compaction ran.
+COMPACT = """
+if (redis.call('GET', KEYS[2]) or '0') ~= ARGV[1] then return 0 end
+redis.call('LTRIM', KEYS[1], tonumber(ARGV[2]), -1)
+redis.call('LPUSH', KEYS[1], ARGV[3])
+redis.call('INCR', KEYS[2])
+return 1
+"""
+
+#: Heartbeat and reaper: ARGV = prefix, node ('' for none), ttl ms, a new instance token,
+#: settle ms. Renews the node's deadline, then removes every node whose deadline passed: its
+#: members leave their rooms (a ``leave`` envelope each, as if they had left) and each of its
+#: rooms gets a ``resync`` envelope (it may have committed an update it never published); both
+#: shaped as ``core.envelopes`` encodes them.
+#: Returns {instance token, 1 if the node was registered before this call, reaped nodes}.
+HEARTBEAT = """
+local p = ARGV[1]
+local node = ARGV[2]
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local instance = redis.call('GET', p .. ':instance')
+if not instance then
+  instance = ARGV[4]
+  redis.call('SET', p .. ':instance', instance)
+  redis.call('SET', p .. ':settle', '1', 'PX', ARGV[5])
+end
+local known = 0
+if node ~= '' then
+  if redis.call('ZSCORE', p .. ':nodes', node) then known = 1 end
+  redis.call('ZADD', p .. ':nodes', now + tonumber(ARGV[3]), node)
+end
+local reaped = {}
+for _, dead in ipairs(redis.call('ZRANGEBYSCORE', p .. ':nodes', '-inf', '(' .. now)) do
+  local rooms_key = p .. ':node:' .. dead .. ':rooms'
+  for _, room in ipairs(redis.call('SMEMBERS', rooms_key)) do
+    local members_key = p .. ':room:' .. room .. ':members'
+    local channel = p .. ':room:' .. room
+    local entries = redis.call('HGETALL', members_key)
+    for i = 1, #entries, 2 do
+      local ok, entry = pcall(cjson.decode, entries[i + 1])
+      if ok and entry['node'] == dead then
+        redis.call('HDEL', members_key, entries[i])
+        redis.call('PUBLISH', channel, cjson.encode({kind = 'leave', connection_id = entries[i], node = dead}))
+      end
+    end
+    redis.call('PUBLISH', channel, cjson.encode({kind = 'resync', reseed = false, node = dead}))
+  end
+  redis.call('DEL', rooms_key)
+  redis.call('ZREM', p .. ':nodes', dead)
+  table.insert(reaped, dead)
+end
+return {instance, known, reaped}
+"""

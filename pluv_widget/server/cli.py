@@ -1,7 +1,8 @@
 """``pluv-widget`` (also ``python -m pluv_widget``): serve rooms, and manage the local server.
 
-    pluv-widget serve [--app module:io] [--host 127.0.0.1] [--port 1999] [--secret S]
+    pluv-widget serve [--app module:io] [--host HOST] [--port PORT] [--secret S]
                       [--join-code C] [--data-dir DIR | --memory] [--redis URL]
+                      [--certfile CERT --keyfile KEY] [--trusted-proxy ADDR ...]
     pluv-widget status      # the local server RoomWidget starts when nothing is configured
     pluv-widget stop
 """
@@ -18,8 +19,12 @@ import os
 import sys
 from pathlib import Path
 
-from ..protocol import DEFAULT_PORT
+from ..errors import ServerConfigError
+from ..protocol import DEFAULT_HOST, DEFAULT_PORT
+from .guard import parse_proxies
+from .hub import add_hub_arguments, configure_hub
 from .io import PluvIO, create_io
+from .tokens import SECRET_FILE, check_secret, stored_secret
 
 
 def home_dir() -> Path:
@@ -55,17 +60,38 @@ def build_io(args: argparse.Namespace) -> PluvIO:
         io.secret = secret
     if args.join_code:
         io.join_code = args.join_code
-    if io.join_code is not None and io.secret is None:
-        raise SystemExit("--join-code needs --secret (or PLUV_WIDGET_SECRET) to sign tokens")
+    if args.certfile or args.keyfile:
+        io.certfile, io.keyfile = args.certfile, args.keyfile
+    if args.trusted_proxy:
+        io.trusted_proxies = [*io.trusted_proxies, *args.trusted_proxy]
     if args.redis:
         io.use_redis(args.redis)
     elif io.persistence is None:
         if args.memory:
-            from .persistence import MemoryPersistence
+            from .storage.memory import MemoryPersistence
 
             io.persistence = MemoryPersistence()
         else:
             io.data_dir = Path(args.data_dir) if args.data_dir else io.data_dir or home_dir() / "data"
+    configure_hub(io, args, Path(args.data_dir) if args.data_dir else io.data_dir or home_dir() / "data")
+    if io.join_code is not None and io.secret is None:
+        if args.redis:
+            raise SystemExit("--join-code with --redis needs --secret (or PLUV_WIDGET_SECRET): every server "
+                             "process must sign tokens with the same secret, so none can be generated")
+        # Generated once and kept beside the rooms (mode 0600): restarts keep tokens valid.
+        folder = Path(args.data_dir) if args.data_dir else io.data_dir or home_dir() / "data"
+        try:
+            io.secret = stored_secret(folder)
+        except (OSError, ServerConfigError) as error:
+            raise SystemExit(f"cannot keep a generated secret in {folder / SECRET_FILE}: {error}") from None
+        logging.getLogger("pluv_widget.server").info("tokens signed with the secret kept in %s", folder / SECRET_FILE)
+    try:  # refuse a short secret, a bad proxy address or certificate now, with a clear error
+        if io.secret is not None:
+            check_secret(io.secret)
+        parse_proxies(io.trusted_proxies)
+        io.ssl_context()
+    except ValueError as error:  # ServerConfigError is one
+        raise SystemExit(f"pluv-widget serve: {error}") from None
     return io
 
 
@@ -77,13 +103,13 @@ def serve(args: argparse.Namespace) -> None:
     if io.data_dir is not None and io.persistence is None:
         logging.getLogger("pluv_widget.server").info("storage: SQLite in %s", io.data_dir)
     try:
-        asyncio.run(io.serve(args.host, args.port))
+        asyncio.run(io.serve(args.host, args.port, ssl=io.ssl_context()))
     except OSError as error:
         raise SystemExit(f"cannot serve on {args.host}:{args.port}: {error}") from None
 
 
 def status(_: argparse.Namespace) -> None:
-    from .local import local_status
+    from ..local import local_status
 
     info = local_status()
     if info is None:
@@ -93,7 +119,7 @@ def status(_: argparse.Namespace) -> None:
 
 
 def stop(_: argparse.Namespace) -> None:
-    from .local import stop_local_server
+    from ..local import stop_local_server
 
     if stop_local_server():
         print("stopped the local pluv-widget server")
@@ -106,14 +132,20 @@ def main(argv: list[str] | None = None) -> None:
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("serve", help="run a room server")
     run.add_argument("--app", help="module:attribute of your create_io(...) object (procedures, hooks)")
-    run.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
+    run.add_argument("--host", default=DEFAULT_HOST, help=f"interface to listen on (default {DEFAULT_HOST})")
     run.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
-    run.add_argument("--secret", help="sign and require tokens (or PLUV_WIDGET_SECRET)")
-    run.add_argument("--join-code", help="hand tokens to notebooks that present this code at /token")
+    run.add_argument("--secret", help="sign and require tokens, at least 32 bytes (or PLUV_WIDGET_SECRET)")
+    run.add_argument("--join-code", help="hand tokens to notebooks that present this code at /token "
+                                         "(without --secret, one is generated and kept in the data directory)")
     place = run.add_mutually_exclusive_group()
     place.add_argument("--data-dir", help="SQLite store folder (default $PLUV_WIDGET_HOME/data)")
     place.add_argument("--memory", action="store_true", help="keep storage in memory only")
     place.add_argument("--redis", help="redis://host:port/db: share rooms with other processes")
+    run.add_argument("--certfile", help="TLS certificate chain (PEM): serve wss:// and https://")
+    run.add_argument("--keyfile", help="the certificate's private key (PEM), unless it is in --certfile")
+    run.add_argument("--trusted-proxy", action="append", default=[], metavar="ADDR",
+                     help="believe X-Forwarded-For from this proxy address (repeatable)")
+    add_hub_arguments(run)
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     run.set_defaults(func=serve)
     commands.add_parser("status", help="show the local server").set_defaults(func=status)

@@ -10,83 +10,46 @@
 ...     return {"poll": {"question": data.question.strip()}}
 
 Run it with ``pluv-widget serve --app mymodule:io`` or ``await io.serve(port=1999)``.
+
+:class:`PluvIO` is what you build: its options may change until the server starts (the CLI sets
+``--secret`` and ``--redis`` on an ``--app`` object). ``io.start()`` freezes them into a
+:class:`~.config.ServerConfig` and runs a :class:`~.room_server.RoomServer` with it; ``io``'s
+powers (``broadcast``, ``storage_json``, ``update_storage``, ``rooms``) then act on that server.
 """
 
 from __future__ import annotations
 
-import inspect
-import logging
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+import ssl as _ssl
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-import pycrdt
 from pydantic import BaseModel
 
-from ..protocol import Limits, check_room_name
-from .persistence import MemoryPersistence, Persistence
-from .pubsub import LocalPubSub, PubSub
-from .tokens import create_token
+from ..errors import ServerConfigError, ServerNotRunningError
+from ..protocol import DEFAULT_HOST, DEFAULT_PORT, Limits
+from .access import build_codes
+from .bus.base import PubSub
+from .bus.local import LocalPubSub
+from .config import MintUser, ServerConfig
+from .guard import parse_proxies
+from .hooks import Hook
+from .procedures import Procedure, ProcedureHandler
+from .storage.base import Persistence
+from .storage.memory import MemoryPersistence
+from .tokens import DEFAULT_TOKEN_MAX_AGE_S, check_secret, issue_token
 
 if TYPE_CHECKING:
-    from .app import RoomServer
+    from .live_room import StorageEdit
+    from .room_server import RoomServer
 
-log = logging.getLogger("pluv_widget.server")
-
-Hook = Callable[..., Any]
-DEFAULT_TOKEN_MAX_AGE_S = 3600.0
-
-
-@dataclass(frozen=True)
-class Context:
-    """Who triggered a hook or procedure."""
-
-    room: str
-    connection_id: str | None
-    user: dict[str, Any] | None
-    metadata: Any = None
-
-
-@dataclass(frozen=True)
-class TokenRequest:
-    """A request to the ``/token`` route, for a deployment's own ``mint_user`` hook."""
-
-    room: str
-    name: str
-    join_code: str | None
-    params: dict[str, str] = field(default_factory=dict)
-    headers: dict[str, str] = field(default_factory=dict)
-
-
-ProcedureHandler = Callable[[Any, Context], Any]
-
-
-@dataclass
-class Procedure:
-    """A typed event: its input model, and an optional handler returning ``{event: data}``."""
-
-    event: str
-    input: type[BaseModel]
-    handler: ProcedureHandler | None = None
-
-
-async def call_hook(hook: Hook | None, *args: Any) -> Any:
-    """Run a sync or async user hook; its exceptions are logged, never fatal to the server."""
-    if hook is None:
-        return None
-    try:
-        result = hook(*args)
-        if inspect.isawaitable(result):
-            result = await result
-        return result
-    except Exception:
-        log.exception("hook %s failed", getattr(hook, "__name__", hook))
-        return None
+#: The SQLite file of a server given a ``data_dir``.
+SQLITE_FILE = "rooms.sqlite3"
 
 
 class PluvIO:
-    """The server's configuration and its public powers (tokens, broadcast, storage)."""
+    """The server as built in code, and its public powers (tokens, broadcast, storage)."""
 
     def __init__(
         self,
@@ -94,31 +57,51 @@ class PluvIO:
         secret: str | None = None,
         user: type[BaseModel] | None = None,
         join_code: str | None = None,
+        join_codes: Iterable[str] = (),
+        teacher_codes: Iterable[str] = (),
+        observer_codes: Iterable[str] = (),
         token_max_age_s: float = DEFAULT_TOKEN_MAX_AGE_S,
-        mint_user: Callable[[TokenRequest], dict[str, Any] | None] | None = None,
+        mint_user: MintUser | None = None,
+        path_prefix: str = "",
         limits: Limits | None = None,
         persistence: Persistence | None = None,
         pubsub: PubSub | None = None,
         redis: str | None = None,
         data_dir: str | Path | None = None,
+        trusted_proxies: Iterable[str] = (),
+        certfile: str | Path | None = None,
+        keyfile: str | Path | None = None,
         on_user_connected: Hook | None = None,
         on_user_disconnected: Hook | None = None,
         on_room_destroyed: Hook | None = None,
         on_storage_updated: Hook | None = None,
     ) -> None:
-        if join_code is not None and secret is None:
-            raise ValueError("a join code needs a secret to sign the tokens it hands out")
         self.secret = secret
         self.user_model = user
-        self.join_code = join_code
+        #: Student codes (``CODE`` or ``CODE@room-prefix``); ``join_code=`` is one more of them.
+        self.join_codes = [*([join_code] if join_code is not None else []), *join_codes]
+        #: Codes giving a teacher's token, and an observer's (read-only), scoped the same way.
+        self.teacher_codes = list(teacher_codes)
+        self.observer_codes = list(observer_codes)
+        if self.has_codes and secret is None:
+            raise ServerConfigError("a join code needs a secret to sign the tokens it hands out")
+        build_codes(join_codes=self.join_codes, teacher_codes=self.teacher_codes,
+                    observer_codes=self.observer_codes)  # refuse a bad code now
         self.token_max_age_s = token_max_age_s
         self.mint_user = mint_user
+        #: Every route also answers under this path (a JupyterHub service's ``/services/<name>/``).
+        self.path_prefix = path_prefix
         self.limits = limits or Limits()
         self.persistence = persistence
         self.pubsub = pubsub
         if redis is not None:
             self.use_redis(redis)
         self.data_dir = Path(data_dir) if data_dir is not None else None
+        #: Addresses whose ``X-Forwarded-For`` is believed (a reverse proxy, JupyterHub's proxy).
+        self.trusted_proxies = list(trusted_proxies)
+        #: A certificate chain and its key: serve ``wss://`` and ``https://``.
+        self.certfile = certfile
+        self.keyfile = keyfile
         self.on_user_connected = on_user_connected
         self.on_user_disconnected = on_user_disconnected
         self.on_room_destroyed = on_room_destroyed
@@ -127,6 +110,20 @@ class PluvIO:
         self.server: RoomServer | None = None
 
     # -- building ---------------------------------------------------------------------------
+
+    @property
+    def join_code(self) -> str | None:
+        """The first student code (``create_io(join_code=...)``); setting it replaces the student codes."""
+        return self.join_codes[0] if self.join_codes else None
+
+    @join_code.setter
+    def join_code(self, code: str | None) -> None:
+        self.join_codes = [] if code is None else [code]
+
+    @property
+    def has_codes(self) -> bool:
+        """True when any join, teacher or observer code is configured."""
+        return bool(self.join_codes or self.teacher_codes or self.observer_codes)
 
     def procedure(
         self, event: str, *, input: type[BaseModel]  # noqa: A002 - pluv's name
@@ -138,66 +135,104 @@ class PluvIO:
         or async) returns ``{event_name: data, ...}`` to broadcast to the whole room, sender
         included, or ``None`` to broadcast nothing.
         """
-        procedure = Procedure(event, input)
-        self.procedures[event] = procedure
+        self.procedures[event] = Procedure(event, input)
 
         def register(handler: ProcedureHandler) -> ProcedureHandler:
-            procedure.handler = handler
+            self.procedures[event] = Procedure(event, input, handler)
             return handler
 
         return register
 
     def create_token(self, *, room: str, user: dict[str, Any] | BaseModel, max_age: float | None = None) -> str:
         """A signed token for ``user`` to enter ``room``, valid ``max_age`` seconds."""
-        if self.secret is None:
-            raise RuntimeError("create_io(secret=...) is needed to create tokens")
-        check_room_name(room)
-        data = user.model_dump(mode="json") if isinstance(user, BaseModel) else dict(user)
-        if self.user_model is not None:
-            data = self.user_model.model_validate(data).model_dump(mode="json")
-        return create_token(self.secret, room=room, user=data, max_age=max_age or self.token_max_age_s)
+        return issue_token(self.secret, room=room, user=user, max_age=max_age or self.token_max_age_s,
+                           user_model=self.user_model)
 
     def use_redis(self, url: str) -> None:
         """Share storage and fan-out with every process on ``redis://host:port/db``."""
-        from .redis import RedisPersistence, RedisPubSub
+        from .bus.redis import RedisPubSub
+        from .storage.redis import RedisPersistence
 
         self.persistence = RedisPersistence(url)
         self.pubsub = RedisPubSub(url)
 
-    def make_persistence(self) -> Persistence:
+    def config(self) -> ServerConfig:
+        """The frozen configuration a server started now runs with (its store and bus are
+        created here when none was given: memory, or SQLite in ``data_dir``; the in-process bus)."""
+        if self.has_codes and self.secret is None:
+            raise ServerConfigError("a join code needs a secret to sign the tokens it hands out")
+        access_codes = build_codes(join_codes=self.join_codes, teacher_codes=self.teacher_codes,
+                                   observer_codes=self.observer_codes)
+        if self.secret is not None:
+            check_secret(self.secret)
+        try:
+            trusted_proxies = parse_proxies(self.trusted_proxies)
+        except ValueError as error:
+            raise ServerConfigError(f"a trusted proxy must be an IP address: {error}") from None
         if self.persistence is None:
             if self.data_dir is None:
                 self.persistence = MemoryPersistence()
             else:
-                from .sqlite import SqlitePersistence
+                from .storage.sqlite import SqlitePersistence
 
-                self.persistence = SqlitePersistence(self.data_dir / "rooms.sqlite3")
-        return self.persistence
-
-    def make_pubsub(self) -> PubSub:
+                self.persistence = SqlitePersistence(self.data_dir / SQLITE_FILE)
         if self.pubsub is None:
             self.pubsub = LocalPubSub()
-        return self.pubsub
+        return ServerConfig(
+            persistence=self.persistence,
+            pubsub=self.pubsub,
+            limits=self.limits,
+            secret=self.secret,
+            user_model=self.user_model,
+            access_codes=access_codes,
+            token_max_age_s=self.token_max_age_s,
+            mint_user=self.mint_user,
+            path_prefix=self.path_prefix,
+            trusted_proxies=trusted_proxies,
+            procedures=MappingProxyType(dict(self.procedures)),
+            on_user_connected=self.on_user_connected,
+            on_user_disconnected=self.on_user_disconnected,
+            on_room_destroyed=self.on_room_destroyed,
+            on_storage_updated=self.on_storage_updated,
+        )
 
     # -- running ----------------------------------------------------------------------------
 
-    async def start(self, host: str = "127.0.0.1", port: int = 1999) -> RoomServer:
-        """Start serving in the running loop; returns the server (``await server.close()``)."""
-        from .app import RoomServer
+    def ssl_context(self) -> _ssl.SSLContext | None:
+        """The TLS context of ``certfile`` / ``keyfile``, or None without them."""
+        if self.certfile is None:
+            if self.keyfile is not None:
+                raise ServerConfigError("a keyfile needs its certfile")
+            return None
+        context = _ssl.create_default_context(_ssl.Purpose.CLIENT_AUTH)
+        try:
+            context.load_cert_chain(self.certfile, self.keyfile)
+        except (OSError, _ssl.SSLError) as error:
+            raise ServerConfigError(f"cannot load the certificate {self.certfile}: {error}") from None
+        return context
 
-        server = RoomServer(self)
-        await server.start(host, port)
+    async def start(self, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *,
+                    ssl: _ssl.SSLContext | None = None) -> RoomServer:
+        """Start serving in the running loop; returns the server (``await server.close()``).
+
+        ``ssl`` (or ``certfile``/``keyfile``) serves ``wss://`` and ``https://`` on the port."""
+        from .room_server import RoomServer
+
+        context = ssl if ssl is not None else self.ssl_context()
+        server = RoomServer(self.config(), self)
+        await server.start(host, port, ssl=context)
         self.server = server
         return server
 
-    async def serve(self, host: str = "127.0.0.1", port: int = 1999) -> None:
+    async def serve(self, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *,
+                    ssl: _ssl.SSLContext | None = None) -> None:
         """Serve until cancelled or SIGTERM/SIGINT (connections then close with 1012)."""
-        server = await self.start(host, port)
+        server = await self.start(host, port, ssl=ssl)
         await server.serve_until_stopped()
 
     def _running(self) -> RoomServer:
         if self.server is None:
-            raise RuntimeError("the server is not running: await io.start() first")
+            raise ServerNotRunningError("the server is not running: await io.start() first")
         return self.server
 
     async def broadcast(self, room: str, event: str, data: Any) -> None:
@@ -208,7 +243,7 @@ class PluvIO:
         """The room's committed storage as JSON (loads it if no one is in the room)."""
         return await self._running().storage_json(room)
 
-    async def update_storage(self, room: str, edit: Callable[[pycrdt.Doc[Any]], Awaitable[None] | None]) -> None:
+    async def update_storage(self, room: str, edit: StorageEdit) -> None:
         """Edit a room's storage as the server: ``edit(doc)`` runs on a copy; its changes are
         committed and relayed like any client's update."""
         await self._running().update_storage(room, edit)
@@ -218,6 +253,5 @@ class PluvIO:
 
 
 def create_io(**options: Any) -> PluvIO:
-    """Build a server configuration; see :class:`PluvIO` for the options."""
+    """Build a server; see :class:`PluvIO` for the options."""
     return PluvIO(**options)
-

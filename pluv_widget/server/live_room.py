@@ -4,31 +4,39 @@ This is the adapter that carries out the core's actions: it sends frames with
 ``websockets.broadcast`` (one encoded frame for any number of recipients), persists storage
 updates before anyone sees them (group commit: updates that arrive while a commit is in flight
 are merged and committed together, then relayed as one frame), compacts the stored history,
-runs procedures and hooks, and mirrors every accepted input to other processes over pub/sub.
+runs procedures and hooks, and mirrors every accepted input to other processes over the bus.
+
+Every storage update is proven by the core before it is queued (see
+:mod:`pluv_widget.core.server_room`): this adapter persists what the core queued, in order, and
+tells the core how each batch ended — committed (applied and relayed) or failed (refused with the
+transient ``storage_unavailable``; dependents refused too). Opening a room quarantines stored
+updates that no longer apply (``Persistence.quarantine``), logs them, counts them in
+:attr:`LiveRoom.quarantined` (``/health``'s ``quarantined``), and rewrites the room's history
+as one snapshot of the good state.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pycrdt
 import websockets
-from pydantic import BaseModel, ValidationError
 from websockets.asyncio.server import ServerConnection
 
-from .. import protocol
-from ..core import Action, Commit, Invoke, Member, Mirror, RoomCore, Send
+from ..core import Action, Commit, Invoke, Member, Mirror, Resync, Send, ServerRoom
+from ..core.envelopes import Envelope, StorageUpdated
+from ..core.server_room import replay, update_problem
 from ..crdt import untyped_to_json
-from ..protocol import ErrorCode
-from .io import Context, call_hook
-from .persistence import StorageUnavailableError
-from .pubsub import Envelope
-
-if TYPE_CHECKING:
-    from .app import RoomServer
+from ..protocol import EMPTY_UPDATE, ErrorCode, ErrorMessage
+from .config import ServerConfig
+from .guard import may_send
+from .hooks import Context, call_hook
+from .procedures import Refused, run_procedure
+from .storage.base import StorageUnavailableError
 
 log = logging.getLogger("pluv_widget.server")
 
@@ -36,17 +44,21 @@ log = logging.getLogger("pluv_widget.server")
 COMPACT_AFTER_UPDATES = 500
 COMPACT_MIN_TAIL_BYTES = 64 * 1024
 
+StorageEdit = Callable[[pycrdt.Doc[Any]], Awaitable[None] | None]
+
 
 class LiveRoom:
-    def __init__(self, name: str, server: RoomServer) -> None:
+    """One room on this process: a :class:`ServerRoom` and the sockets of its local members."""
+
+    def __init__(self, name: str, config: ServerConfig, node: str) -> None:
         self.name = name
-        self.server = server
-        self.io = server.io
-        self.core = RoomCore(name, limits=self.io.limits, procedures=self.io.procedures)
+        self.config = config
+        self.node = node
+        self.core = ServerRoom(name, limits=config.limits, procedures=config.procedures)
         self.sockets: dict[str, ServerConnection] = {}
         self.holders = 0  # connections and server calls using the room; at 0 it is closed
         self.metadata: dict[str, Any] = {}
-        self._pending: list[Commit] = []
+        self.quarantined = 0  # stored updates this room set aside on loading
         self._held: dict[str, list[str | bytes]] = {}  # frames for members still joining
         self._flushing: asyncio.Task[None] | None = None
         self._storage_lock = asyncio.Lock()
@@ -60,26 +72,39 @@ class LiveRoom:
         """Start hearing the other processes (and learn their members), then load the storage.
 
         In that order: an update another process commits meanwhile is in the load or arrives by
-        pub/sub (or both: applying it twice changes nothing), never in neither.
+        the bus (or both: applying it twice changes nothing), never in neither.
         """
-        await self.server.pubsub.subscribe(self.name, self.server.node, self._on_envelope)
+        await self.config.pubsub.subscribe(self.name, self.node, self._on_envelope)
         try:
             await self._load_stored()
         except BaseException:
-            await self.server.pubsub.unsubscribe(self.name, self.server.node)
+            await self.config.pubsub.unsubscribe(self.name, self.node)
             raise
         self._snapshot_bytes = self.core.storage_bytes
 
     async def _load_stored(self) -> None:
-        updates = await self.server.persistence.load(self.name)
-        self.core.load(updates)
+        persistence = self.config.persistence
+        updates = await persistence.load(self.name)
+        bad = self.core.load_stored(updates)
         self._stored_updates = len(updates)
+        if not bad:
+            return
+        for update, reason in bad:
+            log.warning("room %s: quarantined a stored update of %d bytes that no longer applies: %s",
+                        self.name, len(update), reason)
+            await persistence.quarantine(self.name, update, reason)
+        self.quarantined += len(bad)
+        # The history without them: one snapshot of the good state.
+        snapshot = self.core.doc.get_update()
+        await persistence.compact(self.name, snapshot, len(updates))
+        self.core.compacted(len(snapshot))
+        self._stored_updates, self._tail_bytes, self._snapshot_bytes = 1, 0, len(snapshot)
 
     async def close(self) -> None:
         """Finish pending commits and stop hearing other processes (the room is empty here)."""
         await self.flushed()
-        await self.server.pubsub.unsubscribe(self.name, self.server.node)
-        await call_hook(self.io.on_room_destroyed, self.name)
+        await self.config.pubsub.unsubscribe(self.name, self.node)
+        await call_hook(self.config.on_room_destroyed, self.name)
         log.info("room %s closed", self.name)
 
     async def flushed(self) -> None:
@@ -93,11 +118,15 @@ class LiveRoom:
         async with self._storage_lock:
             if self.core.has_storage:
                 return
-            if await self.server.persistence.claim_initial(self.name, update):
+            problem = update_problem(update)
+            if problem is not None:
+                log.warning("room %s: initial storage refused: %s", self.name, problem)
+                return
+            if await self.config.persistence.claim_initial(self.name, update):
                 self.core.load([update])
                 self._stored_updates = 1
                 self._snapshot_bytes = len(update)
-                await self._publish({"kind": "update", "update": update})
+                await self._publish(StorageUpdated(update))
                 log.info("room %s: initial storage applied (%d bytes)", self.name, len(update))
             else:
                 await self._load_stored()  # another process won the claim: its storage is the room's
@@ -115,48 +144,27 @@ class LiveRoom:
             held = self._held.pop(member.connection_id)
             for frame in held:
                 websockets.broadcast([socket], frame)
-        await call_hook(self.io.on_user_connected, self._context(member.connection_id))
+        await call_hook(self.config.on_user_connected, self._context(member.connection_id))
 
     async def leave(self, connection_id: str) -> None:
         context = self._context(connection_id)
         self.sockets.pop(connection_id, None)
         self.metadata.pop(connection_id, None)
         await self._run(self.core.leave(connection_id))
-        await call_hook(self.io.on_user_disconnected, context)
+        await call_hook(self.config.on_user_disconnected, context)
 
-    # -- input from local sockets -----------------------------------------------------------
+    # -- input from local sockets, procedures, the server itself ---------------------------
 
     async def receive(self, connection_id: str, frame: str | bytes) -> None:
-        if isinstance(frame, str):
-            await self._run(self.core.receive_text(connection_id, frame))
-        else:
-            await self._run(self.core.receive_binary(connection_id, frame))
+        await self._run(self.core.receive(connection_id, frame))
 
     async def _invoke(self, call: Invoke) -> None:
-        procedure = self.io.procedures[call.event]
-        try:
-            data = procedure.input.model_validate(call.data)
-        except ValidationError as error:
-            problems = "; ".join(
-                f"{'.'.join(map(str, problem['loc'])) or 'input'}: {problem['msg']}" for problem in error.errors()
-            )
-            self.send_error(
-                call.connection_id, ErrorCode.INVALID_INPUT, f"invalid input for {call.event!r}: {problems}"
-            )
+        procedure = self.config.procedures[call.event]
+        outputs = await run_procedure(procedure, call.data, self._context(call.connection_id))
+        if isinstance(outputs, Refused):
+            self.send_error(call.connection_id, outputs.code, outputs.message)
             return
-        outputs: Any = {call.event: data}
-        if procedure.handler is not None:
-            try:
-                outputs = procedure.handler(data, self._context(call.connection_id))
-                if asyncio.iscoroutine(outputs):
-                    outputs = await outputs
-            except Exception as error:
-                log.exception("procedure %s failed", call.event)
-                self.send_error(call.connection_id, ErrorCode.PROCEDURE_FAILED, f"{call.event!r} failed: {error}")
-                return
-        for event, payload in (outputs or {}).items():
-            if isinstance(payload, BaseModel):
-                payload = payload.model_dump(mode="json")
+        for event, payload in outputs.items():
             await self.emit(event, payload, sender=call.connection_id)
 
     async def emit(self, event: str, data: Any, *, sender: str | None = None) -> None:
@@ -165,35 +173,27 @@ class LiveRoom:
 
     # -- storage ----------------------------------------------------------------------------
 
-    def _enqueue(self, commit: Commit) -> None:
-        self._pending.append(commit)
+    def _enqueue(self) -> None:
+        """The core queued a proven update: make sure a flush runs."""
         if self._flushing is None:
             self._flushing = asyncio.create_task(self._flush())
 
     async def _flush(self) -> None:
         try:
-            while self._pending:
-                batch, self._pending = self._pending, []
+            while batch := self.core.take_batch():
                 parts = [commit.update for commit in batch]
                 update = parts[0] if len(parts) == 1 else pycrdt.merge_updates(*parts)
                 try:
-                    await self.server.persistence.append(self.name, update)
+                    await self.config.persistence.append(self.name, update)
                 except Exception as error:
-                    log.exception("room %s: could not persist an update", self.name)
-                    self.core.release(sum(map(len, parts)))
-                    for commit in batch:
-                        self.send_error(
-                            commit.connection_id,
-                            ErrorCode.STORAGE_REJECTED,
-                            f"the server could not store the update: {error}",
-                        )
+                    log.warning("room %s: could not persist %d update(s): %s", self.name, len(batch), error)
+                    await self._run(self.core.batch_failed(batch, str(error) or type(error).__name__))
                     continue
-                senders = [commit.connection_id for commit in batch if commit.connection_id]
-                await self._run(self.core.commit(update, senders, released=sum(map(len, parts)), parts=parts))
+                await self._run(self.core.commit_batch(batch, update))
                 self._stored_updates += 1
                 self._tail_bytes += len(update)
-                if self.io.on_storage_updated is not None:
-                    await call_hook(self.io.on_storage_updated, self.name, self.core.doc)
+                if self.config.on_storage_updated is not None:
+                    await call_hook(self.config.on_storage_updated, self.name, self.core.doc)
                 await self._maybe_compact()
         finally:
             self._flushing = None
@@ -206,11 +206,12 @@ class LiveRoom:
         ):
             return
         snapshot = self.core.doc.get_update()
-        await self.server.persistence.compact(self.name, snapshot, self._stored_updates)
+        await self.config.persistence.compact(self.name, snapshot, self._stored_updates)
         self.core.compacted(len(snapshot))
         self._stored_updates, self._tail_bytes, self._snapshot_bytes = 1, 0, len(snapshot)
 
-    async def update_storage(self, edit: Callable[[pycrdt.Doc[Any]], Awaitable[None] | None]) -> None:
+    async def update_storage(self, edit: StorageEdit) -> None:
+        """Run ``edit`` on a copy of the document; commit and relay what it changed."""
         copy: pycrdt.Doc[Any] = pycrdt.Doc()
         copy.apply_update(self.core.doc.get_update())
         before = copy.get_state()
@@ -218,8 +219,11 @@ class LiveRoom:
         if asyncio.iscoroutine(result):
             await result
         update = copy.get_update(before)
-        if update != b"\x00\x00":
-            self._enqueue(Commit(update, ""))
+        if update != EMPTY_UPDATE:
+            actions = self.core.propose("", update)
+            if not any(isinstance(action, Commit) for action in actions):
+                raise ValueError("the storage edit could not be applied to the room's document")
+            await self._run(actions)
             await self.flushed()
 
     async def resync(self, *, reseed: bool) -> None:
@@ -229,20 +233,23 @@ class LiveRoom:
         empty, or this process kept commits in memory during an outage). Then merge what the
         store holds that this process missed, relaying only that to the local connections.
         """
-        persistence = self.server.persistence
+        persistence = self.config.persistence
         try:
             async with self._storage_lock:
                 await self.flushed()
+                if self.core.broken:  # the document failed to apply a committed update: reload it
+                    log.warning("room %s: reloading storage after an update failed to apply", self.name)
+                    await self._load_stored()
+                    await self._run(self.core.commit(self.core.doc.get_update()))
+                    return
                 if reseed and self.core.has_storage:
                     snapshot = self.core.doc.get_update()
                     await persistence.append(self.name, snapshot)
                     self._stored_updates += 1
-                    await self._publish({"kind": "update", "update": snapshot})
-                stored: pycrdt.Doc[Any] = pycrdt.Doc()
-                for update in await persistence.load(self.name):
-                    stored.apply_update(update)
+                    await self._publish(StorageUpdated(snapshot))
+                stored = replay(await persistence.load(self.name)).doc
                 missing = stored.get_update(self.core.doc.get_state())
-                if missing != b"\x00\x00":
+                if missing != EMPTY_UPDATE:
                     await self._run(self.core.commit(missing))
         except StorageUnavailableError as error:
             log.warning("room %s: resynchronising storage failed (%s); the next recovery retries", self.name, error)
@@ -255,16 +262,12 @@ class LiveRoom:
     # -- other processes --------------------------------------------------------------------
 
     async def _publish(self, envelope: Envelope) -> None:
-        envelope["node"] = self.server.node
         try:
-            await self.server.pubsub.publish(self.name, envelope)
+            await self.config.pubsub.publish(self.name, dataclasses.replace(envelope, node=self.node))
         except Exception:
             log.warning("room %s: pub/sub publish failed; serving local connections only", self.name)
 
     async def _on_envelope(self, envelope: Envelope) -> None:
-        if envelope.get("kind") == "resync":  # from the bus itself: see pubsub.Envelope
-            await self.resync(reseed=bool(envelope.get("reseed")))
-            return
         await self._run(self.core.apply_envelope(envelope))
 
     # -- output -----------------------------------------------------------------------------
@@ -274,9 +277,11 @@ class LiveRoom:
             if isinstance(action, Send):
                 self._send(action)
             elif isinstance(action, Commit):
-                self._enqueue(action)
+                self._enqueue()
             elif isinstance(action, Mirror):
-                await self._publish(dict(action.envelope))
+                await self._publish(action.envelope)
+            elif isinstance(action, Resync):
+                await self.resync(reseed=action.reseed)
             else:
                 await self._invoke(action)
 
@@ -290,16 +295,16 @@ class LiveRoom:
             held = self._held.get(connection_id)
             if held is not None:
                 held.append(send.frame)  # still joining: delivered after its welcome
-            else:
+            elif may_send(self.sockets[connection_id], len(send.frame)):  # else cut: it does not read
                 targets.append(self.sockets[connection_id])
         if targets:
             websockets.broadcast(targets, send.frame)
 
     def send_error(self, connection_id: str, code: ErrorCode, text: str) -> None:
-        self._send(Send(protocol.encode(protocol.error_message(code, text)), to=(connection_id,)))
+        self._send(Send(ErrorMessage(code, text).encode(), to=(connection_id,)))
 
     def _context(self, connection_id: str | None) -> Context:
-        member = self.core.members.get(connection_id) if connection_id else None
+        member = self.core.members.get(connection_id)
         return Context(
             self.name,
             connection_id,

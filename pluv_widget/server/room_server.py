@@ -1,63 +1,67 @@
-"""The asyncio server: HTTP routes, the WebSocket handshake, auth, and one loop per connection.
+"""The running server: one ``websockets`` server, its rooms and connections, until it closes.
 
-Routes on one port:
-
-* ``GET /health`` — ``{"server": "pluv-widget", "protocol": 1, "version": ..., "rooms": n,
-  "connections": n, "node": ..., "pid": ...}``.
-* ``GET /token?room=R&name=N&join_code=C`` — ``{"token": ...}`` for the classroom flow (see
-  ``create_io(join_code=...)`` and ``mint_user``); 404 without a secret, 403 when refused.
-* ``ws://host:port/<room>?token=<token>`` — a room connection (see :mod:`pluv_widget.protocol`).
+Built by ``io.start()`` from a frozen :class:`~.config.ServerConfig`. One port serves the HTTP
+routes (:mod:`.routes`) and room connections (:mod:`.connection`).
 
 Heartbeats: the server pings every ``ping_interval_s`` (20 s) and drops a connection whose pong
 has not come ``ping_timeout_s`` (40 s) later. A kernel cell that blocks the kernel's event loop
 for longer than about a minute therefore loses its connection; the client reconnects by itself
-afterwards and restores its presence. Compression is off: permessage-deflate costs ~50 KiB of
-memory per connection and our frames are small.
+afterwards and restores its presence. A connection whose send buffer is full cannot hold its
+ping back: it is cut with 4007 first (:mod:`.guard`). Compression is off: permessage-deflate
+costs ~50 KiB of memory per connection and our frames are small.
+
+Sockets are counted from TCP accept (:class:`~.guard.ConnectionGate`); the WebSocket handshake
+must end within ``handshake_timeout_s``; with ``ssl`` (``--certfile/--keyfile``) the same port
+serves ``wss://`` and ``https://``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import secrets
 import signal
-import time
-from http import HTTPStatus
-from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+import ssl as _ssl
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
-from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.exceptions import ConnectionClosed
-from websockets.http11 import Request, Response
+from websockets.asyncio.server import Server, serve
 
-from .. import __version__, protocol
-from ..core import Member
-from ..protocol import CloseCode, ErrorCode
-from .io import PluvIO, TokenRequest
-from .live_room import LiveRoom
-from .persistence import StorageUnavailableError
-from .tokens import TokenError, verify_token
+from .. import __version__
+from ..protocol import PROTOCOL_VERSION, SERVER_NAME, CloseCode
+from ..protocol.routes import Health
+from .config import ServerConfig
+from .connection import ConnectionHandler
+from .guard import ConnectionGate, connection_class
+from .live_room import LiveRoom, StorageEdit
+from .logfilter import install as install_log_filter
+from .registry import RoomRegistry
+from .routes import HttpRoutes
+
+if TYPE_CHECKING:
+    from .io import PluvIO
 
 log = logging.getLogger("pluv_widget.server")
 
+#: ``/health``'s ``redis``: the worst state of the store and the bus wins.
+_REDIS_STATES = ("unavailable", "recovering", "connecting", "ok")
+
 
 class RoomServer:
-    """One server process's rooms and connections (see :class:`~pluv_widget.server.io.PluvIO`)."""
+    """One server process's rooms and connections. ``io`` is the ``create_io`` object that
+    started it (``None`` when built from a config directly)."""
 
-    def __init__(self, io: PluvIO) -> None:
+    def __init__(self, config: ServerConfig, io: PluvIO | None = None) -> None:
+        self.config = config
         self.io = io
         self.node = secrets.token_hex(6)
-        self.persistence = io.make_persistence()
-        self.pubsub = io.make_pubsub()
-        self.rooms: dict[str, LiveRoom] = {}
-        self._opening: dict[str, asyncio.Task[LiveRoom]] = {}
-        self._closing: dict[str, asyncio.Task[None]] = {}
+        self.registry = RoomRegistry(config, self.node)
+        self.gate = ConnectionGate(config.limits, config.trusted_proxies)
+        self.handler = ConnectionHandler(config, self.registry, self.gate)
         self._server: Server | None = None
+        self.tls = False
         self._stopped = asyncio.Event()
-        self.connections = 0
 
     @property
     def port(self) -> int:
@@ -65,21 +69,39 @@ class RoomServer:
         port: int = next(iter(self._server.sockets)).getsockname()[1]
         return port
 
-    async def start(self, host: str, port: int) -> None:
-        limits = self.io.limits
+    @property
+    def connections(self) -> int:
+        return self.handler.connections
+
+    @property
+    def rooms(self) -> Mapping[str, LiveRoom]:
+        """The rooms open on this process, by name."""
+        return self.registry.rooms
+
+    async def start(self, host: str, port: int, *, ssl: _ssl.SSLContext | None = None) -> None:
+        limits = self.config.limits
+        install_log_filter(limits.log_lines_per_min)
         self._server = await serve(
-            self._handle,
+            self.handler,
             host,
             port,
-            process_request=self._process_request,
+            process_request=HttpRoutes(self.config, self.health, self.gate),
+            create_connection=connection_class(self.gate),
             max_size=limits.max_frame_bytes,
+            max_queue=limits.max_queued_frames,
             compression=None,
+            open_timeout=limits.handshake_timeout_s,
             ping_interval=limits.ping_interval_s,
             ping_timeout=limits.ping_timeout_s,
-            server_header=f"pluv-widget/{__version__}",
+            close_timeout=limits.close_grace_s,
+            server_header=f"{SERVER_NAME}/{__version__}",
+            ssl=ssl,
         )
-        log.info("pluv-widget %s serving on ws://%s:%d (node %s, auth %s, storage %s)", __version__, host,
-                 self.port, self.node, "on" if self.io.secret else "off", type(self.persistence).__name__)
+        self.tls = ssl is not None
+        self.gate.start()
+        log.info("pluv-widget %s serving on %s://%s:%d (node %s, auth %s, storage %s, at most %d sockets)",
+                 __version__, "wss" if self.tls else "ws", host, self.port, self.node,
+                 "on" if self.config.auth else "off", type(self.config.persistence).__name__, self.gate.max_total)
 
     async def serve_until_stopped(self) -> None:
         loop = asyncio.get_running_loop()
@@ -93,237 +115,60 @@ class RoomServer:
         finally:
             await self.close()
 
-    def stop(self) -> None:
-        self._stopped.set()
-
     async def close(self) -> None:
         """Close every connection with 1012 (clients reconnect), flush storage, release stores."""
         if self._server is None:
             return
         server, self._server = self._server, None
+        self.gate.stop()
         log.info("shutting down: closing connections with 1012")
         server.close(close_connections=True, code=CloseCode.SERVICE_RESTART, reason="server restarting")
         await server.wait_closed()
-        await asyncio.gather(*self._closing.values(), return_exceptions=True)
-        for room in list(self.rooms.values()):
-            await room.flushed()
-        await self.persistence.close()
-        await self.pubsub.close()
+        await self.registry.drain()
+        await self.config.persistence.close()
+        await self.config.pubsub.close()
         self._stopped.set()
 
-    def room_names(self) -> list[str]:
-        return sorted(self.rooms)
+    # -- what /health says ------------------------------------------------------------------
 
-    # -- HTTP -------------------------------------------------------------------------------
-
-    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        url = urlsplit(request.path)
-        if url.path == "/health":
-            return _json(connection, HTTPStatus.OK, self.health())
-        if url.path == "/token":
-            return self._token_route(connection, request, {k: v[-1] for k, v in parse_qs(url.query).items()})
-        return None
-
-    def health(self) -> dict[str, Any]:
+    def health(self) -> Health:
         return {
-            "server": protocol.SERVER_NAME,
-            "protocol": protocol.PROTOCOL_VERSION,
+            "server": SERVER_NAME,
+            "protocol": PROTOCOL_VERSION,
             "version": __version__,
             "node": self.node,
             "pid": os.getpid(),
-            "auth": self.io.secret is not None,
-            "rooms": len(self.rooms),
+            "auth": self.config.auth,
+            "rooms": len(self.registry),
             "connections": self.connections,
-            "storage": type(self.persistence).__name__,
+            "storage": type(self.config.persistence).__name__,
             "redis": self.redis_status(),
+            "quarantined": self.registry.quarantined,
         }
 
     def redis_status(self) -> str:
         """``off`` without a shared backend, else the worst of the store's and the bus's states:
         ``unavailable``, ``recovering``, ``connecting`` or ``ok`` (see docs/scaling.md)."""
-        states = {getattr(part, "status", lambda: None)() for part in (self.persistence, self.pubsub)} - {None}
-        for state in ("unavailable", "recovering", "connecting", "ok"):
+        parts = (self.config.persistence, self.config.pubsub)
+        states = {getattr(part, "status", lambda: None)() for part in parts} - {None}
+        for state in _REDIS_STATES:
             if state in states:
                 return state
         return "off"
 
-    def _token_route(self, connection: ServerConnection, request: Request, params: dict[str, str]) -> Response:
-        if self.io.secret is None:
-            return _json(connection, HTTPStatus.NOT_FOUND, {"error": "this server does not use tokens"})
-        room, name = params.get("room", ""), params.get("name", "").strip()
-        if not protocol.is_valid_room_name(room):
-            return _json(connection, HTTPStatus.BAD_REQUEST, {"error": f"invalid room name {room!r}"})
-        if not name or len(name) > 64:
-            return _json(connection, HTTPStatus.BAD_REQUEST, {"error": "a display name of 1-64 characters is needed"})
-        ask = TokenRequest(room, name, params.get("join_code"), params, dict(request.headers.raw_items()))
-        user: dict[str, Any] | None
-        if self.io.mint_user is not None:
-            user = self.io.mint_user(ask)
-        elif self.io.join_code is None:
-            return _json(connection, HTTPStatus.FORBIDDEN, {"error": "the token route is closed (no join code)"})
-        elif not secrets.compare_digest(ask.join_code or "", self.io.join_code):
-            log.info("token refused for room %s: wrong join code", room)
-            return _json(connection, HTTPStatus.FORBIDDEN, {"error": "wrong join code"})
-        else:
-            # In a class, the display name is the identity: the same name in two tabs is one person.
-            user = {"id": name, "name": name}
-        if user is None:
-            return _json(connection, HTTPStatus.FORBIDDEN, {"error": "token refused"})
-        try:
-            token = self.io.create_token(room=room, user=user)
-        except (ValidationError, ValueError) as error:
-            return _json(connection, HTTPStatus.BAD_REQUEST, {"error": str(error)})
-        return _json(connection, HTTPStatus.OK, {"token": token, "user": user})
+    # -- the server's own powers (``io.broadcast``, ``io.storage_json``, ...) ------------------
 
-    # -- rooms ------------------------------------------------------------------------------
-
-    async def acquire(self, name: str) -> LiveRoom:
-        """The live room ``name`` (loaded if no one is in it here), held until :meth:`release`."""
-        while True:
-            room = self.rooms.get(name)
-            if room is None:
-                if name not in self._opening:
-                    self._opening[name] = asyncio.create_task(self._open(name))
-                room = await asyncio.shield(self._opening[name])
-                if self.rooms.get(name) is not room:  # released and closed while we waited
-                    continue
-            room.holders += 1
-            return room
-
-    async def _open(self, name: str) -> LiveRoom:
-        try:
-            if name in self._closing:  # let the last incarnation finish its commits first
-                await self._closing[name]
-            room = LiveRoom(name, self)
-            await room.open()
-            self.rooms[name] = room
-            return room
-        finally:
-            del self._opening[name]
-
-    def release(self, room: LiveRoom) -> None:
-        room.holders -= 1
-        if room.holders == 0 and self.rooms.get(room.name) is room:
-            del self.rooms[room.name]
-            task = asyncio.create_task(room.close())
-            self._closing[room.name] = task
-            task.add_done_callback(lambda _: self._closing.pop(room.name, None))
+    def room_names(self) -> list[str]:
+        return self.registry.names()
 
     async def broadcast(self, name: str, event: str, data: Any) -> None:
-        room = await self.acquire(name)
-        try:
+        async with self.registry.held(name) as room:
             await room.emit(event, data)
-        finally:
-            self.release(room)
 
     async def storage_json(self, name: str) -> dict[str, Any]:
-        room = await self.acquire(name)
-        try:
+        async with self.registry.held(name) as room:
             return room.storage_json()
-        finally:
-            self.release(room)
 
-    async def update_storage(self, name: str, edit: Any) -> None:
-        room = await self.acquire(name)
-        try:
+    async def update_storage(self, name: str, edit: StorageEdit) -> None:
+        async with self.registry.held(name) as room:
             await room.update_storage(edit)
-        finally:
-            self.release(room)
-
-    # -- connections ------------------------------------------------------------------------
-
-    async def _handle(self, socket: ServerConnection) -> None:
-        assert socket.request is not None
-        url = urlsplit(socket.request.path)
-        name = unquote(url.path.lstrip("/"))
-        token = parse_qs(url.query).get("token", [None])[-1]
-        if not protocol.is_valid_room_name(name):
-            await socket.close(CloseCode.INVALID_ROOM, f"invalid room name {name[:64]!r}")
-            return
-        connection_id = secrets.token_urlsafe(9)
-        user: dict[str, Any] = {"id": connection_id}
-        if self.io.secret is not None:
-            try:
-                user = verify_token(self.io.secret, token, room=name)
-            except TokenError as error:
-                log.info("refused a connection to %s: %s", name, error.reason)
-                await socket.close(error.code, error.reason)
-                return
-        join = await self._await_join(socket)
-        if join is None:
-            return
-        room = await self._enter(socket, name, join.initial_storage)
-        if room is None:
-            return
-        self.connections += 1
-        try:
-            await room.join(socket, Member(connection_id, user, join.presence), join.metadata)
-            log.info("room %s: %s joined (user %s)", name, connection_id, user["id"])
-            await self._serve(socket, room, connection_id)
-        except ConnectionClosed:
-            pass
-        finally:
-            self.connections -= 1
-            await room.leave(connection_id)
-            log.info("room %s: %s left", name, connection_id)
-            self.release(room)
-
-    async def _enter(self, socket: ServerConnection, name: str, initial_storage: bytes | None) -> LiveRoom | None:
-        """The room, held, with its initial storage settled; or None (and the socket closed with
-        TRY_AGAIN_LATER, so the client retries) while the room's shared store is unreachable."""
-        room: LiveRoom | None = None
-        try:
-            room = await self.acquire(name)
-            if initial_storage is not None and not room.core.has_storage:
-                await room.offer_initial_storage(initial_storage)
-            return room
-        except StorageUnavailableError as error:
-            if room is not None:
-                self.release(room)
-            log.warning("room %s: %s; the client will retry", name, error)
-            await socket.close(CloseCode.TRY_AGAIN_LATER, "room storage unreachable: retry later")
-            return None
-
-    async def _await_join(self, socket: ServerConnection) -> protocol.Join | None:
-        """Read and validate the ``join`` message; on failure close the socket and return None."""
-        try:
-            frame = await asyncio.wait_for(socket.recv(), self.io.limits.join_timeout_s)
-        except TimeoutError:
-            await socket.close(CloseCode.JOIN_TIMEOUT, "no join message in time")
-            return None
-        except ConnectionClosed:
-            return None
-        try:
-            return protocol.parse_join(frame, self.io.limits)
-        except protocol.ProtocolError as error:
-            await socket.close(CloseCode.PROTOCOL_ERROR, str(error)[:120])
-            return None
-
-    async def _serve(self, socket: ServerConnection, room: LiveRoom, connection_id: str) -> None:
-        """Feed the connection's frames to its room, pacing a flood instead of dropping it."""
-        limits = self.io.limits
-        tokens, refilled, warned = float(limits.message_burst), time.monotonic(), False
-        async for frame in socket:
-            now = time.monotonic()
-            tokens = min(float(limits.message_burst), tokens + (now - refilled) * limits.max_messages_per_s)
-            refilled = now
-            if tokens < 1:
-                if not warned:
-                    warned = True
-                    room.send_error(connection_id, ErrorCode.RATE_LIMITED,
-                                    f"more than {limits.max_messages_per_s:g} messages/s: reading is paused")
-                # Backpressure: not reading lets TCP slow the sender; nothing is dropped.
-                await asyncio.sleep((1 - tokens) / limits.max_messages_per_s)
-                tokens, refilled = 1.0, time.monotonic()
-            else:
-                warned = False
-            tokens -= 1
-            await room.receive(connection_id, frame)
-
-
-def _json(connection: ServerConnection, status: HTTPStatus, body: dict[str, Any]) -> Response:
-    response = connection.respond(status, json.dumps(body) + "\n")
-    response.headers["Content-Type"] = "application/json"
-    response.headers["Access-Control-Allow-Origin"] = "*"
-    return response
-

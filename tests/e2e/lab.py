@@ -263,7 +263,7 @@ def room_lab(tmp: Path, notebooks: dict[str, list[str]]) -> Iterator[RoomLab]:
     port), so the widget's "nothing configured" path starts a local server of its own, which is
     stopped here with ``stop_local_server`` like ``pluv-widget stop`` would.
     """
-    from pluv_widget.server.local import stop_local_server
+    from pluv_widget.local import stop_local_server
 
     root, home = tmp / "notebooks", tmp / "pluv-home"
     root.mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 
-from pluv_widget.server.local import ensure_local_server, stop_local_server
+from pluv_widget.local import ensure_local_server, stop_local_server
 
 from .lab import DOM_TIMEOUT_MS, RoomLab, environ, room_lab, screenshot, shutdown_kernel, widget_cells
 

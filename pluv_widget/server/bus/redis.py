@@ -29,7 +29,6 @@ same recovery rebuilds it. See ``docs/scaling.md``.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -40,9 +39,18 @@ import redis.asyncio
 from redis.asyncio.client import Pipeline
 from redis.asyncio.client import PubSub as RedisListener
 
-from ..pubsub import Envelope, Handler
-from . import _scripts
-from ._common import (
+from ...core.envelopes import (
+    Envelope,
+    MemberJoined,
+    MemberLeft,
+    ResyncRequested,
+    decode_envelope,
+    encode_envelope,
+    own_prefix,
+)
+from ...core.membership import Member, Membership
+from .. import _redis
+from .._redis import (
     HEARTBEAT_S,
     NODE_TTL_S,
     RETRY_S,
@@ -51,11 +59,11 @@ from ._common import (
     Keys,
     check_url,
     connect,
-    decode_envelope,
-    encode_envelope,
+    member_entry,
     new_token,
-    own_prefix,
+    read_member_entry,
 )
+from .base import Handler
 
 log = logging.getLogger("pluv_widget.server.redis")
 
@@ -81,7 +89,7 @@ class _Subscription:
     live: bool = False  # False while catching up: envelopes wait in ``backlog``
     backlog: list[Envelope] = field(default_factory=list)
     # The other nodes' members as this subscriber was told: what a recovery reconciles.
-    remote: dict[str, dict[str, Any]] = field(default_factory=dict)
+    remote: Membership = field(default_factory=Membership)
 
 
 class RedisPubSub:
@@ -107,8 +115,8 @@ class RedisPubSub:
         self._client: redis.asyncio.Redis | None = None
         self._heartbeat: Any = None
         self._subs: dict[str, dict[str, _Subscription]] = {}
-        # This process's members: room -> connection id -> (node, member with current presence).
-        self._local: dict[str, dict[str, tuple[str, dict[str, Any]]]] = {}
+        # This process's members with their current presence: room -> node -> members.
+        self._local: dict[str, dict[str, Membership]] = {}
         self._nodes: set[str] = set()
         self._registered: set[str] = set()  # nodes Redis has known: unknown again = lost
         self._instance: str | None = None
@@ -133,7 +141,7 @@ class RedisPubSub:
         # Built on first use, inside the event loop that will use it.
         if self._client is None:
             self._client = connect(self.url)
-            self._heartbeat = self._client.register_script(_scripts.HEARTBEAT)
+            self._heartbeat = self._client.register_script(_redis.HEARTBEAT)
         return self._client
 
     def status(self) -> str:
@@ -152,14 +160,14 @@ class RedisPubSub:
         backpressure, not an unbounded queue). During an outage the envelope is dropped: the
         recovery re-announces the members and re-seeds the storage, which is all a dropped
         envelope would have changed."""
-        commands = self._track_local(room, envelope.get("node", ""), envelope)
+        commands = self._track_local(room, envelope)
         self._start()
         if not self._publishing:
             return
         payload, channel = encode_envelope(envelope), self.keys.channel(room)
         commands.append(_publish(channel, payload))
         written = self._queue(commands)
-        if envelope.get("kind") == "join" or len(self._outbox) > MAX_QUEUED:
+        if isinstance(envelope, MemberJoined) or len(self._outbox) > MAX_QUEUED:
             await written
 
     async def subscribe(self, room: str, node: str, handler: Handler) -> None:
@@ -206,56 +214,52 @@ class RedisPubSub:
             for node in self._nodes:
                 pipe.zrem(self.keys.nodes, node)
                 pipe.delete(self.keys.node_rooms(node))
-            for room, members in self._local.items():
-                for connection_id in members:
-                    pipe.hdel(self.keys.members(room), connection_id)
+            for room, nodes in self._local.items():
+                for members in nodes.values():
+                    for member in members:
+                        pipe.hdel(self.keys.members(room), member.connection_id)
             try:
                 await asyncio.wait_for(pipe.execute(), 2.0)
             except UNREACHABLE:  # asyncio's TimeoutError is an OSError too
                 pass
         if self._listener is not None:
-            await self._listener.aclose()  # type: ignore[no-untyped-call]
+            await self._listener.aclose()
         if self._client is not None:
             await self._client.aclose()
 
     # -- this process's members -------------------------------------------------------------
 
-    def _track_local(self, room: str, node: str, envelope: Envelope) -> list[Command]:
+    def _track_local(self, room: str, envelope: Envelope) -> list[Command]:
         """Keep this process's members current (what a recovery re-announces) and return the
         member-hash commands that must precede the envelope."""
-        kind = envelope.get("kind")
-        if kind not in ("join", "leave", "presence"):
+        connection_id = envelope.connection_id
+        if connection_id is None:
             return []
-        members = self._local.setdefault(room, {})
-        key = self.keys.members(room)
-        if kind == "join":
-            member = envelope["member"]
-            connection_id = member["connection_id"]
-            members[connection_id] = (node, {**member, "presence": dict(member.get("presence") or {})})
-        else:
-            connection_id = envelope["connection_id"]
-        if kind == "leave":
-            members.pop(connection_id, None)
-            commands: list[Command] = [lambda pipe: pipe.hdel(key, connection_id)]
-            if not any(owner == node for owner, _ in members.values()):
-                rooms = self.keys.node_rooms(node)
-                commands.append(lambda pipe: pipe.srem(rooms, room))
+        nodes = self._local.setdefault(room, {})
+        members = nodes.setdefault(envelope.node, Membership())
+        known = connection_id in members
+        envelope.track(members)
+        member = members.get(connection_id)
+        commands: list[Command] = []
+        if member is not None:
+            commands = self._register(room, envelope.node, member)
+        elif known:
+            key = self.keys.members(room)
+            commands = [lambda pipe: pipe.hdel(key, connection_id)]
             if not members:
-                del self._local[room]
-            return commands
-        if connection_id not in members:
-            return []
-        owner, member = members[connection_id]
-        if kind == "presence":
-            member["presence"] = {**member["presence"], **envelope["patch"]}
-            return self._register(room, owner, member)[:1]  # the room is in the node's set already
-        return self._register(room, owner, member)
+                rooms = self.keys.node_rooms(envelope.node)
+                commands.append(lambda pipe: pipe.srem(rooms, room))
+        if not members:
+            del nodes[envelope.node]
+        if not nodes:
+            del self._local[room]
+        return commands
 
-    def _register(self, room: str, node: str, member: dict[str, Any]) -> list[Command]:
+    def _register(self, room: str, node: str, member: Member) -> list[Command]:
         """Write ``member`` to the room's hash, and the room to the node's set (for reaping)."""
         key, rooms = self.keys.members(room), self.keys.node_rooms(node)
-        entry = json.dumps({"node": node, "member": member}, separators=(",", ":"))
-        connection_id = member["connection_id"]
+        entry = member_entry(node, member.info())
+        connection_id = member.connection_id
         return [lambda pipe: pipe.hset(key, connection_id, entry), lambda pipe: pipe.sadd(rooms, room)]
 
     # -- writing ----------------------------------------------------------------------------
@@ -325,7 +329,7 @@ class RedisPubSub:
             log.warning("room %s: ignored an undecodable envelope", room)
             return
         for sub in list(subs.values()):
-            if envelope.get("node") == sub.node:
+            if envelope.node == sub.node:
                 continue  # our own, already applied here
             if sub.live:
                 await self._deliver(sub, envelope)
@@ -333,44 +337,37 @@ class RedisPubSub:
                 sub.backlog.append(envelope)
 
     async def _deliver(self, sub: _Subscription, envelope: Envelope) -> None:
-        kind = envelope.get("kind")
-        if kind == "join":
-            member = envelope["member"]
-            sub.remote[member["connection_id"]] = {**member, "presence": dict(member.get("presence") or {})}
-        elif kind == "leave":
-            sub.remote.pop(envelope["connection_id"], None)
-        elif kind == "presence" and envelope.get("connection_id") in sub.remote:
-            known = sub.remote[envelope["connection_id"]]
-            known["presence"] = {**known["presence"], **envelope["patch"]}
+        envelope.track(sub.remote)
         try:
             result = sub.handler(envelope)
             if asyncio.iscoroutine(result):
                 await result
         except Exception:
-            log.exception("room %s: applying a %s envelope failed", sub.room, kind)
+            log.exception("room %s: applying a %s envelope failed", sub.room, envelope.kind)
 
     async def _catch_up(self, sub: _Subscription, *, resync: bool = False) -> None:
         """Bring ``sub`` up to the member hash, replay what arrived meanwhile, go live."""
         entries: dict[bytes | str, bytes | str] = await self.client.hgetall(self.keys.members(sub.room))
-        current: dict[str, tuple[str, dict[str, Any]]] = {}
-        for connection_id, raw in entries.items():
+        current: dict[str, MemberJoined] = {}
+        for raw in entries.values():
             try:
-                entry = json.loads(raw)
+                node, info = read_member_entry(raw)
             except ValueError:
                 continue
-            if entry.get("node") != sub.node:
-                key = connection_id.decode() if isinstance(connection_id, bytes) else connection_id
-                current[key] = (entry.get("node", ""), entry["member"])
-        for connection_id in [c for c in sub.remote if c not in current]:
-            await self._deliver(sub, {"kind": "leave", "connection_id": connection_id, "node": ""})
-        for node, member in current.values():
-            if sub.remote.get(member["connection_id"]) != member:
-                await self._deliver(sub, {"kind": "join", "member": member, "node": node})
+            if node != sub.node:
+                current[info.connection_id] = MemberJoined(info, node)
+        for member in sub.remote:
+            if member.connection_id not in current:
+                await self._deliver(sub, MemberLeft(member.connection_id))
+        for joined in current.values():
+            known = sub.remote.get(joined.connection_id)
+            if known is None or known.info() != joined.member:
+                await self._deliver(sub, joined)
         while sub.backlog:
             await self._deliver(sub, sub.backlog.pop(0))
         sub.live = True
         if resync:
-            await self._deliver(sub, {"kind": "resync", "reseed": True, "node": ""})
+            await self._deliver(sub, ResyncRequested(reseed=True))
 
     async def _subscribe_channels(self, channels: list[str]) -> None:
         assert self._listener is not None
@@ -479,7 +476,7 @@ class RedisPubSub:
                 self._reader = None
             if self._listener is not None:
                 listener, self._listener = self._listener, None
-                await listener.aclose()  # type: ignore[no-untyped-call]
+                await listener.aclose()
             await self._beat()
             for subs in self._subs.values():
                 for sub in subs.values():
@@ -490,12 +487,13 @@ class RedisPubSub:
             await self._subscribe_channels([self.keys.control, *map(self.keys.channel, self._subs)])
             self._publishing = True
             announce: list[Command] = []
-            for room, members in self._local.items():
+            for room, nodes in self._local.items():
                 channel = self.keys.channel(room)
-                for node, member in members.values():
-                    payload = encode_envelope({"kind": "join", "member": member, "node": node})
-                    announce += self._register(room, node, member)
-                    announce.append(_publish(channel, payload))
+                for node, members in nodes.items():
+                    for member in members:
+                        payload = encode_envelope(MemberJoined(member.info(), node))
+                        announce += self._register(room, node, member)
+                        announce.append(_publish(channel, payload))
             if announce:
                 await self._queue(announce)
             for sub in [sub for subs in list(self._subs.values()) for sub in list(subs.values())]:

@@ -1,57 +1,13 @@
-"""Where room storage lives between processes and restarts: the interface and the in-memory store.
-
-Every implementation keeps, per room, a list of Yjs updates whose merge is the document:
-normally one snapshot followed by a tail of recent updates. The server never lets anyone see an
-update before :meth:`Persistence.append` returned, so whatever a store has acknowledged is what
-survives a crash.
-"""
+"""The in-memory store: for tests and ``--memory``; lost on exit."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Protocol
+import json
+import time
+from typing import Any
 
-
-class StorageUnavailableError(RuntimeError):
-    """A shared store cannot be reached now: the room cannot be loaded or claimed here yet.
-
-    The server closes such a connection with ``CloseCode.TRY_AGAIN_LATER`` and the client
-    retries; rooms already open keep serving (see ``docs/scaling.md``).
-    """
-
-
-class Persistence(Protocol):
-    """The storage interface, the shape of pluv's ``AbstractPersistence``."""
-
-    async def load(self, room: str) -> list[bytes]:
-        """All updates of ``room`` (snapshot first), or an empty list for a new room."""
-        ...
-
-    async def append(self, room: str, update: bytes) -> None:
-        """Durably add one update. Returns once it is committed; calls may be group-committed."""
-        ...
-
-    async def claim_initial(self, room: str, update: bytes) -> bool:
-        """Atomically store ``update`` as the room's first state, if the room has none yet.
-
-        Returns True for exactly one caller per room, however many race (across processes for
-        a shared store); everyone else gets False and must :meth:`load` the winner's storage.
-        """
-        ...
-
-    async def compact(self, room: str, snapshot: bytes, replaces: int) -> None:
-        """Replace the room's first ``replaces`` stored updates by ``snapshot`` (their merge).
-
-        Updates appended after those (by another process sharing the store) are kept.
-        """
-        ...
-
-    def status(self) -> str | None:
-        """The shared backend's state for ``/health``: None for a store of this process alone,
-        else ``ok``, ``connecting``, ``unavailable`` or ``recovering``. Optional: callers fall back to None."""
-        ...
-
-    async def close(self) -> None: ...
+from .base import Quarantined
 
 
 class MemoryPersistence:
@@ -60,6 +16,10 @@ class MemoryPersistence:
     def __init__(self) -> None:
         self._rooms: dict[str, list[bytes]] = {}
         self._lock = asyncio.Lock()
+        self._quarantine: list[Quarantined] = []
+        # Server-held state, kept as JSON text: what a caller reads back is a copy, as from a real store.
+        self._values: dict[str, dict[str, str]] = {}
+        self._logs: dict[str, list[str]] = {}
 
     async def load(self, room: str) -> list[bytes]:
         return list(self._rooms.get(room, ()))
@@ -77,6 +37,40 @@ class MemoryPersistence:
     async def compact(self, room: str, snapshot: bytes, replaces: int) -> None:
         updates = self._rooms.get(room, [])
         self._rooms[room] = [snapshot, *updates[replaces:]]
+
+    async def quarantine(self, room: str, update: bytes, reason: str) -> None:
+        self._quarantine.append(Quarantined(room, time.time(), reason, update))
+
+    async def quarantined(self, room: str) -> list[Quarantined]:
+        return [kept for kept in self._quarantine if kept.room == room]
+
+    async def get_value(self, scope: str, key: str) -> Any | None:
+        raw = self._values.get(scope, {}).get(key)
+        return None if raw is None else json.loads(raw)
+
+    async def put_value(self, scope: str, key: str, value: Any, *, if_absent: bool = False) -> bool:
+        raw = json.dumps(value)
+        values = self._values.setdefault(scope, {})
+        if if_absent and key in values:
+            return False
+        values[key] = raw
+        return True
+
+    async def delete_value(self, scope: str, key: str) -> bool:
+        values = self._values.get(scope, {})
+        return values.pop(key, None) is not None
+
+    async def list_values(self, scope: str) -> dict[str, Any]:
+        return {key: json.loads(raw) for key, raw in self._values.get(scope, {}).items()}
+
+    async def append_log(self, scope: str, entry: dict[str, Any]) -> None:
+        self._logs.setdefault(scope, []).append(json.dumps(entry))
+
+    async def read_log(self, scope: str, limit: int | None = None) -> list[dict[str, Any]]:
+        entries = self._logs.get(scope, [])
+        if limit is not None:
+            entries = entries[-limit:] if limit > 0 else []
+        return [json.loads(raw) for raw in entries]
 
     def status(self) -> str | None:
         return None

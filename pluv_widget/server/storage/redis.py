@@ -17,22 +17,29 @@ kept updates are written to Redis as soon as it answers again (checked every ``R
 Meanwhile they live only in this process and in the clients that saw them (see
 ``docs/scaling.md`` for exactly what is and is not guaranteed). Loading a room and claiming
 initial storage need Redis: they raise :class:`StorageUnavailableError` instead of guessing.
+
+*Server-held state* is a hash ``<prefix>:state:<scope>`` (key → JSON; ``if_absent`` is ``HSETNX``,
+atomic across processes) and a list ``<prefix>:log:<scope>`` of JSON entries. It is never kept
+in memory during an outage: every call raises :class:`StorageUnavailableError` while Redis is
+unreachable, so no process decides on state the others cannot see.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import logging
 import time
 from typing import Any
 
-import pycrdt
 import redis.asyncio
 import redis.exceptions
 
-from ..persistence import StorageUnavailableError
-from . import _scripts
-from ._common import RETRY_S, SETTLE_S, UNREACHABLE, Keys, check_url, connect, new_token
+from ...core.server_room import replay
+from .. import _redis
+from .._redis import RETRY_S, SETTLE_S, UNREACHABLE, Keys, check_url, connect, new_token
+from .base import Quarantined, StorageUnavailableError
 
 log = logging.getLogger("pluv_widget.server.redis")
 
@@ -41,11 +48,9 @@ _Append = tuple[str, bytes, "asyncio.Future[None]"]
 
 def merge(updates: list[bytes]) -> bytes:
     """One update holding all of ``updates`` (applied to a fresh document, so deleted content
-    is garbage-collected as in any snapshot)."""
-    doc: pycrdt.Doc[Any] = pycrdt.Doc()
-    for update in updates:
-        doc.apply_update(update)
-    snapshot: bytes = doc.get_update()
+    is garbage-collected as in any snapshot). Updates that no longer apply are left out: the
+    process that loaded the room quarantined them (see ``Persistence.quarantine``)."""
+    snapshot: bytes = replay(updates).doc.get_update()
     return snapshot
 
 
@@ -75,8 +80,8 @@ class RedisPersistence:
         # Built on first use, inside the event loop that will use it.
         if self._client is None:
             self._client = connect(self.url)
-            self._claim = self._client.register_script(_scripts.CLAIM_INITIAL)
-            self._compact = self._client.register_script(_scripts.COMPACT)
+            self._claim = self._client.register_script(_redis.CLAIM_INITIAL)
+            self._compact = self._client.register_script(_redis.COMPACT)
         return self._client
 
     def status(self) -> str:
@@ -145,6 +150,69 @@ class RedisPersistence:
             return
         if not swapped:
             log.debug("room %s: another process compacted first", room)
+
+    def _quarantine_key(self, room: str) -> str:
+        return f"{self.keys.prefix}:quarantine:{room}"
+
+    async def quarantine(self, room: str, update: bytes, reason: str) -> None:
+        """Kept in the list ``<prefix>:quarantine:<room>``, one JSON record per update."""
+        record = json.dumps({"at": time.time(), "reason": reason, "update": base64.b64encode(update).decode()})
+        try:
+            await self.client.rpush(self._quarantine_key(room), record)
+        except UNREACHABLE as error:
+            self._went_down(error)
+            raise StorageUnavailableError(f"Redis is unreachable: cannot quarantine in room {room!r}") from error
+
+    async def quarantined(self, room: str) -> list[Quarantined]:
+        records = await self.client.lrange(self._quarantine_key(room), 0, -1)
+        kept = [json.loads(record) for record in records]
+        return [Quarantined(room, item["at"], item["reason"], base64.b64decode(item["update"])) for item in kept]
+
+    # -- server-held state ------------------------------------------------------------------
+
+    def _state_key(self, scope: str) -> str:
+        return f"{self.keys.prefix}:state:{scope}"
+
+    def _log_key(self, scope: str) -> str:
+        return f"{self.keys.prefix}:log:{scope}"
+
+    async def _call(self, what: str, call: Any) -> Any:
+        try:
+            return await call
+        except UNREACHABLE as error:
+            self._went_down(error)
+            raise StorageUnavailableError(f"Redis is unreachable: cannot {what}") from error
+
+    async def get_value(self, scope: str, key: str) -> Any | None:
+        raw = await self._call(f"read {scope}", self.client.hget(self._state_key(scope), key))
+        return None if raw is None else json.loads(raw)
+
+    async def put_value(self, scope: str, key: str, value: Any, *, if_absent: bool = False) -> bool:
+        raw = json.dumps(value)
+        name = self._state_key(scope)
+        if if_absent:
+            stored = await self._call(f"write {scope}", self.client.hsetnx(name, key, raw))
+            return bool(stored)
+        await self._call(f"write {scope}", self.client.hset(name, key, raw))
+        return True
+
+    async def delete_value(self, scope: str, key: str) -> bool:
+        deleted = await self._call(f"write {scope}", self.client.hdel(self._state_key(scope), key))
+        return bool(deleted)
+
+    async def list_values(self, scope: str) -> dict[str, Any]:
+        raw = await self._call(f"read {scope}", self.client.hgetall(self._state_key(scope)))
+        return {(key.decode() if isinstance(key, bytes) else key): json.loads(value) for key, value in raw.items()}
+
+    async def append_log(self, scope: str, entry: dict[str, Any]) -> None:
+        await self._call(f"write {scope}", self.client.rpush(self._log_key(scope), json.dumps(entry)))
+
+    async def read_log(self, scope: str, limit: int | None = None) -> list[dict[str, Any]]:
+        if limit is not None and limit <= 0:
+            return []
+        start = 0 if limit is None else -limit
+        raw = await self._call(f"read {scope}", self.client.lrange(self._log_key(scope), start, -1))
+        return [json.loads(entry) for entry in raw]
 
     async def close(self) -> None:
         while self._writer is not None:

@@ -7,17 +7,34 @@ survives a killed process (kill -9) with every acknowledged commit; only a power
 whole machine can lose the last moments. Compaction replaces a room's history by a snapshot,
 and incremental vacuum hands the freed pages back, so a busy room's file stays near the size
 of its document instead of growing with its history.
+
+Every statement a job runs is consumed to its end (``fetchall``) and no job returns a cursor: a
+statement left open on the writer's connection (a ``PRAGMA`` whose rows nobody read) made the
+next group commit's ``SAVEPOINT`` fail with "SQL statements in progress", refusing the appends
+of every room in that group. ``PRAGMA incremental_vacuum`` also frees only one page per step, so
+reading it to the end is what actually hands the pages back.
+
+Updates a room can no longer apply are moved to the ``quarantine`` table (room, time, reason,
+bytes) by :meth:`SqlitePersistence.quarantine` when the room is loaded.
+
+Server-held state (``Persistence.get_value`` and the rest) lives in the ``state`` table (scope,
+key, JSON value) and the ``log`` table (scope, JSON entry), written by the same thread, so
+``put_value(..., if_absent=True)`` is atomic without any further lock.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from .base import Quarantined
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS updates (
@@ -26,6 +43,25 @@ CREATE TABLE IF NOT EXISTS updates (
     data BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS updates_by_room ON updates (room, seq);
+CREATE TABLE IF NOT EXISTS quarantine (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    room TEXT NOT NULL,
+    at REAL NOT NULL,
+    reason TEXT NOT NULL,
+    data BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS state (
+    scope TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (scope, key)
+);
+CREATE TABLE IF NOT EXISTS log (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    scope TEXT NOT NULL,
+    entry TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS log_by_scope ON log (scope, seq);
 """
 
 #: (work, loop, future, whether the work runs inside the group's transaction)
@@ -52,12 +88,12 @@ class SqlitePersistence:
     def _open(self) -> sqlite3.Connection:
         connection = sqlite3.connect(self.path, isolation_level=None)
         # auto_vacuum only takes effect on a new file, before the first table exists.
-        connection.execute("PRAGMA auto_vacuum = INCREMENTAL")
-        connection.execute("PRAGMA journal_mode = WAL")
-        connection.execute("PRAGMA synchronous = NORMAL")
+        _run_to_end(connection, "PRAGMA auto_vacuum = INCREMENTAL")
+        _run_to_end(connection, "PRAGMA journal_mode = WAL")
+        _run_to_end(connection, "PRAGMA synchronous = NORMAL")
         # The write-ahead log is folded back into the file every 256 pages and trimmed to 1 MiB.
-        connection.execute("PRAGMA wal_autocheckpoint = 256")
-        connection.execute("PRAGMA journal_size_limit = 1048576")
+        _run_to_end(connection, "PRAGMA wal_autocheckpoint = 256")
+        _run_to_end(connection, "PRAGMA journal_size_limit = 1048576")
         connection.executescript(SCHEMA)
         return connection
 
@@ -139,20 +175,23 @@ class SqlitePersistence:
 
     async def load(self, room: str) -> list[bytes]:
         def work(db: sqlite3.Connection) -> list[bytes]:
-            rows = db.execute("SELECT data FROM updates WHERE room = ? ORDER BY seq", (room,))
+            rows = _run_to_end(db, "SELECT data FROM updates WHERE room = ? ORDER BY seq", (room,))
             return [bytes(data) for (data,) in rows]
 
         result: list[bytes] = await self._submit(work)
         return result
 
     async def append(self, room: str, update: bytes) -> None:
-        await self._submit(lambda db: db.execute("INSERT INTO updates (room, data) VALUES (?, ?)", (room, update)))
+        def work(db: sqlite3.Connection) -> None:
+            _run_to_end(db, "INSERT INTO updates (room, data) VALUES (?, ?)", (room, update))
+
+        await self._submit(work)
 
     async def claim_initial(self, room: str, update: bytes) -> bool:
         def work(db: sqlite3.Connection) -> bool:
-            if db.execute("SELECT 1 FROM updates WHERE room = ? LIMIT 1", (room,)).fetchone():
+            if _run_to_end(db, "SELECT 1 FROM updates WHERE room = ? LIMIT 1", (room,)):
                 return False
-            db.execute("INSERT INTO updates (room, data) VALUES (?, ?)", (room, update))
+            _run_to_end(db, "INSERT INTO updates (room, data) VALUES (?, ?)", (room, update))
             return True
 
         claimed: bool = await self._submit(work)
@@ -160,20 +199,101 @@ class SqlitePersistence:
 
     async def compact(self, room: str, snapshot: bytes, replaces: int) -> None:
         def work(db: sqlite3.Connection) -> None:
-            seqs = [seq for (seq,) in db.execute(
-                "SELECT seq FROM updates WHERE room = ? ORDER BY seq LIMIT ?", (room, replaces)
+            seqs = [seq for (seq,) in _run_to_end(
+                db, "SELECT seq FROM updates WHERE room = ? ORDER BY seq LIMIT ?", (room, replaces)
             )]
             if not seqs:
                 return
-            db.execute(f"DELETE FROM updates WHERE seq IN ({','.join('?' * len(seqs))})", seqs)
+            _run_to_end(db, f"DELETE FROM updates WHERE seq IN ({','.join('?' * len(seqs))})", seqs)
             # The snapshot takes the newest replaced position: it stays ahead of any later tail.
-            db.execute("INSERT INTO updates (seq, room, data) VALUES (?, ?, ?)", (seqs[-1], room, snapshot))
-            db.execute("PRAGMA incremental_vacuum")
+            _run_to_end(db, "INSERT INTO updates (seq, room, data) VALUES (?, ?, ?)", (seqs[-1], room, snapshot))
+            _run_to_end(db, "PRAGMA incremental_vacuum")  # one page per step: run it to the end
+
+        def checkpoint(db: sqlite3.Connection) -> None:
+            _run_to_end(db, "PRAGMA wal_checkpoint(TRUNCATE)")
 
         await self._submit(work)
         # Outside the transaction: fold the WAL back into the file and truncate it, so the room's
         # disk use really shrinks to the snapshot.
-        await self._submit(lambda db: db.execute("PRAGMA wal_checkpoint(TRUNCATE)"), in_transaction=False)
+        await self._submit(checkpoint, in_transaction=False)
+
+    async def quarantine(self, room: str, update: bytes, reason: str) -> None:
+        def work(db: sqlite3.Connection) -> None:
+            _run_to_end(db, "INSERT INTO quarantine (room, at, reason, data) VALUES (?, ?, ?, ?)",
+                        (room, time.time(), reason, update))
+
+        await self._submit(work)
+
+    async def quarantined(self, room: str) -> list[Quarantined]:
+        def work(db: sqlite3.Connection) -> list[Quarantined]:
+            rows = _run_to_end(db, "SELECT at, reason, data FROM quarantine WHERE room = ? ORDER BY id", (room,))
+            return [Quarantined(room, at, reason, bytes(data)) for at, reason, data in rows]
+
+        result: list[Quarantined] = await self._submit(work)
+        return result
+
+    async def get_value(self, scope: str, key: str) -> Any | None:
+        def work(db: sqlite3.Connection) -> Any | None:
+            rows = _run_to_end(db, "SELECT value FROM state WHERE scope = ? AND key = ?", (scope, key))
+            return json.loads(rows[0][0]) if rows else None
+
+        return await self._submit(work)
+
+    async def put_value(self, scope: str, key: str, value: Any, *, if_absent: bool = False) -> bool:
+        raw = json.dumps(value)
+        verb = "INSERT OR IGNORE" if if_absent else "INSERT OR REPLACE"
+
+        def work(db: sqlite3.Connection) -> bool:
+            cursor = db.execute(f"{verb} INTO state (scope, key, value) VALUES (?, ?, ?)", (scope, key, raw))
+            try:
+                cursor.fetchall()
+                return cursor.rowcount > 0
+            finally:
+                cursor.close()
+
+        stored: bool = await self._submit(work)
+        return stored
+
+    async def delete_value(self, scope: str, key: str) -> bool:
+        def work(db: sqlite3.Connection) -> bool:
+            cursor = db.execute("DELETE FROM state WHERE scope = ? AND key = ?", (scope, key))
+            try:
+                cursor.fetchall()
+                return cursor.rowcount > 0
+            finally:
+                cursor.close()
+
+        deleted: bool = await self._submit(work)
+        return deleted
+
+    async def list_values(self, scope: str) -> dict[str, Any]:
+        def work(db: sqlite3.Connection) -> dict[str, Any]:
+            rows = _run_to_end(db, "SELECT key, value FROM state WHERE scope = ? ORDER BY key", (scope,))
+            return {key: json.loads(value) for key, value in rows}
+
+        values: dict[str, Any] = await self._submit(work)
+        return values
+
+    async def append_log(self, scope: str, entry: dict[str, Any]) -> None:
+        raw = json.dumps(entry)
+
+        def work(db: sqlite3.Connection) -> None:
+            _run_to_end(db, "INSERT INTO log (scope, entry) VALUES (?, ?)", (scope, raw))
+
+        await self._submit(work)
+
+    async def read_log(self, scope: str, limit: int | None = None) -> list[dict[str, Any]]:
+        def work(db: sqlite3.Connection) -> list[dict[str, Any]]:
+            if limit is None:
+                rows = _run_to_end(db, "SELECT entry FROM log WHERE scope = ? ORDER BY seq", (scope,))
+            else:
+                rows = _run_to_end(db, "SELECT entry FROM log WHERE scope = ? ORDER BY seq DESC LIMIT ?",
+                                   (scope, max(0, limit)))
+                rows.reverse()
+            return [json.loads(entry) for (entry,) in rows]
+
+        entries: list[dict[str, Any]] = await self._submit(work)
+        return entries
 
     def status(self) -> str | None:
         return None  # a file of this process: nothing shared to report
@@ -181,6 +301,15 @@ class SqlitePersistence:
     async def close(self) -> None:
         self._jobs.put(None)
         await asyncio.to_thread(self._thread.join)
+
+
+def _run_to_end(db: sqlite3.Connection, sql: str, parameters: Any = ()) -> list[Any]:
+    """Execute ``sql`` and read every row, so the statement is finished (never left in progress)."""
+    cursor = db.execute(sql, parameters)
+    try:
+        return cursor.fetchall()
+    finally:
+        cursor.close()
 
 
 def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:

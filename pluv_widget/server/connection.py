@@ -1,0 +1,177 @@
+"""One WebSocket connection, start to end: room name, token, ``join``, then frames to its room.
+
+Everything a connection goes through is here, in order: the room name in the URL (refused with
+4005), the token when the server requires one (4001–4004), the ``join`` message within
+``join_timeout_s`` (4006; an invalid one 4000, as is an initial storage pycrdt cannot decode),
+the room (1013 while its shared store is unreachable), at most ``max_connections_per_user``
+connections of one token user in one room (4008), then the member's frames, paced at
+``max_messages_per_s`` and ``max_bytes_per_s`` and never read faster than the member reads
+what the server sends (backpressure: a flood is slowed down, never dropped; a member that does
+not read at all is cut with 4007, see :mod:`.guard`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from typing import Any
+
+from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
+
+from ..core import Member
+from ..core.server_room import update_problem
+from ..protocol import CloseCode, ErrorCode, Join, ProtocolError, is_valid_room_name
+from ..protocol.routes import parse_room_path
+from .config import ServerConfig
+from .guard import ConnectionGate, GuardedConnection
+from .hub import unprefixed
+from .live_room import LiveRoom
+from .registry import RoomRegistry
+from .storage.base import StorageUnavailableError
+from .tokens import TokenError, verify_token
+
+log = logging.getLogger("pluv_widget.server")
+
+#: A close reason is at most 123 bytes: longer explanations are cut.
+MAX_REASON_CHARS = 120
+
+
+def _reason(text: str) -> str:
+    """A close reason fits in 123 UTF-8 bytes: cut longer ones (never inside a character)."""
+    return text.encode("utf-8", "replace")[:MAX_REASON_CHARS].decode("utf-8", "ignore")
+
+
+class ConnectionHandler:
+    """The ``websockets`` handler of a server: one call per connection."""
+
+    def __init__(self, config: ServerConfig, registry: RoomRegistry, gate: ConnectionGate | None = None) -> None:
+        self.config = config
+        self.registry = registry
+        self.gate = gate
+        self.connections = 0  # joined connections, for /health
+        self._per_user: dict[tuple[str, str], int] = {}  # (room, token user id) -> connections
+
+    async def __call__(self, socket: ServerConnection) -> None:
+        assert socket.request is not None
+        name, token = parse_room_path(unprefixed(socket.request.path, self.config.path_prefix))
+        if not is_valid_room_name(name):
+            await socket.close(CloseCode.INVALID_ROOM, f"invalid room name {name[:64]!r}")
+            return
+        connection_id = secrets.token_urlsafe(9)
+        user: dict[str, Any] = {"id": connection_id}
+        if self.config.secret is not None:
+            try:
+                user = verify_token(self.config.secret, token, room=name)
+            except TokenError as error:
+                log.info("refused a connection to %s: %s", name, error.reason)
+                await socket.close(error.code, _reason(error.reason))
+                return
+        join = await self._await_join(socket)
+        if join is None:
+            return
+        key = (name, str(user["id"]))
+        if self.config.secret is not None and self._per_user.get(key, 0) >= self.config.limits.max_connections_per_user:
+            log.info("refused a connection to %s: user %s has too many connections", name, user["id"])
+            await socket.close(CloseCode.TOO_MANY_CONNECTIONS,
+                               f"over {self.config.limits.max_connections_per_user} connections of this user here")
+            return
+        self._per_user[key] = self._per_user.get(key, 0) + 1
+        try:
+            await self._member(socket, name, join, connection_id, user)
+        finally:
+            self._per_user[key] -= 1
+            if self._per_user[key] <= 0:
+                del self._per_user[key]
+
+    async def _member(self, socket: ServerConnection, name: str, join: Join, connection_id: str,
+                      user: dict[str, Any]) -> None:
+        room = await self._enter(socket, name, join.initial_storage)
+        if room is None:
+            return
+        if self.gate is not None and isinstance(socket, GuardedConnection):
+            self.gate.joined(socket)
+        self.connections += 1
+        try:
+            await room.join(socket, Member(connection_id, user, join.presence), join.metadata)
+            log.info("room %s: %s joined (user %s)", name, connection_id, user["id"])
+            await self._serve(socket, room, connection_id)
+        except ConnectionClosed:
+            pass
+        finally:
+            self.connections -= 1
+            await room.leave(connection_id)
+            log.info("room %s: %s left", name, connection_id)
+            self.registry.release(room)
+
+    async def _await_join(self, socket: ServerConnection) -> Join | None:
+        """Read and validate the ``join`` message; on failure close the socket and return None."""
+        try:
+            frame = await asyncio.wait_for(socket.recv(), self.config.limits.join_timeout_s)
+        except TimeoutError:
+            await socket.close(CloseCode.JOIN_TIMEOUT, "no join message in time")
+            return None
+        except ConnectionClosed:
+            return None
+        try:
+            join = Join.decode(frame, self.config.limits)
+        except ProtocolError as error:
+            await socket.close(CloseCode.PROTOCOL_ERROR, str(error)[:MAX_REASON_CHARS])
+            return None
+        problem = update_problem(join.initial_storage) if join.initial_storage else None
+        if problem is not None:
+            await socket.close(CloseCode.PROTOCOL_ERROR, f"invalid initial_storage: {problem}"[:MAX_REASON_CHARS])
+            return None
+        return join
+
+    async def _enter(self, socket: ServerConnection, name: str, initial_storage: bytes | None) -> LiveRoom | None:
+        """The room, held, with its initial storage settled; or None (and the socket closed with
+        TRY_AGAIN_LATER, so the client retries) while the room's shared store is unreachable."""
+        room: LiveRoom | None = None
+        try:
+            room = await self.registry.acquire(name)
+            if initial_storage is not None and not room.core.has_storage:
+                await room.offer_initial_storage(initial_storage)
+            return room
+        except StorageUnavailableError as error:
+            if room is not None:
+                self.registry.release(room)
+            log.warning("room %s: %s; the client will retry", name, error)
+            await socket.close(CloseCode.TRY_AGAIN_LATER, "room storage unreachable: retry later")
+            return None
+
+    async def _serve(self, socket: ServerConnection, room: LiveRoom, connection_id: str) -> None:
+        """Feed the connection's frames to its room, pacing a flood instead of dropping it.
+
+        Two token buckets, messages and bytes: a frame is charged when read, and a connection in
+        debt is not read again until it is paid off (TCP then slows the sender). A frame larger
+        than the byte burst still passes, followed by a pause. Before each frame, reading also
+        waits while this connection's own unsent data is above ``send_buffer_pause_bytes``.
+        """
+        limits = self.config.limits
+        messages, data = float(limits.message_burst), float(limits.byte_burst)
+        refilled, warned = time.monotonic(), False
+        guarded = socket if isinstance(socket, GuardedConnection) else None
+        while True:
+            if guarded is not None:
+                await guarded.wait_writable()
+            frame = await socket.recv()
+            size = len(frame) if isinstance(frame, bytes) or frame.isascii() else len(frame.encode())
+            now = time.monotonic()
+            messages = min(float(limits.message_burst), messages + (now - refilled) * limits.max_messages_per_s) - 1
+            data = min(float(limits.byte_burst), data + (now - refilled) * limits.max_bytes_per_s) - size
+            refilled = now
+            await room.receive(connection_id, frame)
+            debt = max(-messages / limits.max_messages_per_s, -data / limits.max_bytes_per_s)
+            if debt > 0:
+                if not warned:
+                    warned = True
+                    which = (f"{limits.max_messages_per_s:g} messages/s" if messages < 0
+                             else f"{limits.max_bytes_per_s:g} bytes/s")
+                    room.send_error(connection_id, ErrorCode.RATE_LIMITED, f"more than {which}: reading is paused")
+                # Backpressure: not reading lets TCP slow the sender; nothing is dropped.
+                await asyncio.sleep(debt)
+            else:
+                warned = False

@@ -1,0 +1,44 @@
+"""The presence a widget shows, and people as the browser sees them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from .identity import color_for
+
+
+class WidgetPresence(BaseModel):
+    """The presence a widget needs; subclass it to add fields (``hand_raised: bool = False``)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str = ""
+    color: str = ""
+    selection_id: str | None = None
+
+
+def me_view(room: Any) -> dict[str, Any]:
+    """The ``me`` traitlet: my connection, name, colour and whole presence."""
+    presence = dict(room.my_presence)
+    myself = room.myself
+    return {
+        "connection_id": myself.connection_id if myself else "",
+        "name": presence.get("name", ""),
+        "color": presence.get("color", ""),
+        "presence": presence,
+    }
+
+
+def person_view(user: Any) -> dict[str, Any]:
+    """One entry of the ``others`` traitlet: a user with all their connections (tabs)."""
+    presence = dict(user.presence)
+    return {
+        "connection_id": user.connection_id,
+        "connection_ids": list(user.connection_ids),
+        "id": user.id,
+        "name": presence.get("name") or user.info.get("name") or user.id,
+        "color": presence.get("color") or color_for(user.id),
+        "presence": presence,
+    }
