@@ -44,7 +44,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from bench.run import ROOT, SYSTEMS, Server
 
 ATTACK_S = 10.0
-JOIN = json.dumps({"type": "join", "protocol": 1, "presence": {}})
+JOIN = json.dumps({"type": "join", "protocol": 2, "presence": {}})
 
 
 def sync_frame(step: int, payload: bytes) -> bytes:
@@ -155,20 +155,26 @@ async def never_reading(url: str, room: str, send: Callable[[ClientConnection], 
     return round(time.monotonic() - started, 2) if cut_off else None
 
 
-async def amplification(server: Server) -> dict[str, Any]:
+async def amplification(server: Server, rounds: int = 3) -> dict[str, Any]:
+    """The attack ``rounds`` times on one server: peak RSS during each, RSS after each (growth
+    across rounds would be memory the server never gave back)."""
     await seed_document(server.url, "big", 1.0)
     baseline = server.rss()
 
     async def ask_for_everything(ws: ClientConnection) -> None:
         await ws.send(sync_frame(0, b"\x00"))
 
-    done = asyncio.Event()
-    watcher = asyncio.create_task(watch_rss(server, done))
-    cut_off = await never_reading(server.url, "big", ask_for_everything)
-    done.set()
-    peak = await watcher
-    return {"baseline_rss_mb": round(baseline / 2**20, 1), "peak_rss_mb": round(peak / 2**20, 1),
-            "cut_off_s": cut_off, "alive": server.alive}
+    peaks, after, cut_offs = [], [], []
+    for _ in range(rounds):
+        done = asyncio.Event()
+        watcher = asyncio.create_task(watch_rss(server, done))
+        cut_offs.append(await never_reading(server.url, "big", ask_for_everything))
+        done.set()
+        peaks.append(round(await watcher / 2**20, 1))
+        await asyncio.sleep(1.0)
+        after.append(round(server.rss() / 2**20, 1))
+    return {"baseline_rss_mb": round(baseline / 2**20, 1), "peak_rss_mb": max(peaks), "peaks_mb": peaks,
+            "rss_after_each_mb": after, "cut_off_s": cut_offs[0], "cut_offs_s": cut_offs, "alive": server.alive}
 
 
 async def slow_consumer(server: Server) -> dict[str, Any]:

@@ -20,7 +20,11 @@ from .client import StorageState as StorageState
 from .client import User as User
 from .client import create_client as create_client
 from .errors import AuthorizationError as AuthorizationError
+from .errors import MutedError as MutedError
+from .errors import PermissionDenied as PermissionDenied
+from .errors import ProcedureError as ProcedureError
 from .errors import RoomClosedError as RoomClosedError
+from .errors import RoomLockedError as RoomLockedError
 from .errors import StorageLoadingError as StorageLoadingError
 from .protocol import CloseCode as CloseCode
 from .protocol import ErrorCode as ErrorCode

@@ -67,3 +67,47 @@ class UsageError(PluvError, ValueError):
 
 class UnknownStorageRootError(PluvError, KeyError):
     """``room.storage(key)`` for a root the room's storage declaration does not have (also a ``KeyError``)."""
+
+
+class ProcedureError(PluvError):
+    """The server refused a ``call`` (``room.call``, the widget's moderation methods): ``code`` is
+    its error code (see ``ErrorCode``), ``message`` says why."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+class PermissionDenied(ProcedureError):
+    """``forbidden``: the user's role may not do this (or, raised at once, the local role already
+    forbids it). Its subclasses :class:`MutedError` and :class:`RoomLockedError` are the other
+    refusals of a user's right to write."""
+
+    def __init__(self, message: str, code: str = "forbidden") -> None:
+        super().__init__(code, message)
+
+
+class MutedError(PermissionDenied):
+    """``muted``: a teacher muted this user; read-only until unmuted."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "muted")
+
+
+class RoomLockedError(PermissionDenied):
+    """``room_locked``: a teacher locked the room; read-only for students."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "room_locked")
+
+
+def procedure_error(code: str, message: str) -> ProcedureError:
+    """The exception of a refused call's ``code``."""
+    if code == "forbidden":
+        return PermissionDenied(message)
+    if code == "muted":
+        return MutedError(message)
+    if code == "room_locked":
+        return RoomLockedError(message)
+    return ProcedureError(code, message)

@@ -96,8 +96,8 @@ class Corpus:
             json.dumps({"type": "presence", "patch": {"name": "Ada", "selection_id": None, "n": 1}}),
             json.dumps({"type": "event", "event": "poll", "data": {"question": "q", "options": ["a", "b"]}}),
             json.dumps({"type": "event", "event": "chat", "data": "hello"}),
-            json.dumps({"type": "join", "protocol": 1, "presence": {}}),
-            json.dumps({"type": "join", "protocol": 1, "presence": {"name": "x"},
+            json.dumps({"type": "join", "protocol": 2, "presence": {}}),
+            json.dumps({"type": "join", "protocol": 2, "presence": {"name": "x"},
                         "initial_storage": base64.b64encode(updates[0]).decode(), "metadata": {"a": 1}}),
         ]
         return corpus
@@ -261,7 +261,7 @@ async def room_loads(url: str, room: str) -> bool:
     """An honest client enters ``room`` and receives its whole storage (sync step 2)."""
     try:
         async with connect(f"{url}/{room}", max_size=None, open_timeout=10) as ws:
-            await ws.send(json.dumps({"type": "join", "protocol": 1, "presence": {}}))
+            await ws.send(json.dumps({"type": "join", "protocol": 2, "presence": {}}))
             await ws.send(sync_frame(0, b"\x00"))
             async with asyncio.timeout(15):
                 async for frame in ws:

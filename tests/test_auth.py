@@ -120,7 +120,8 @@ async def test_join_code_route_mints_tokens_for_a_room_and_a_name(start_server: 
     assert status == 403 and body["error"] == "wrong join code"
     endpoint = token_url(server, name="Ada", join_code="blue-fox")
     room = await make_client(server, auth_endpoint=endpoint).enter("class")
-    assert room.myself is not None and room.myself.id == "Ada"
+    assert room.myself is not None and room.myself.id.startswith("u-")
+    assert room.myself.info == {"id": room.myself.id, "name": "Ada", "role": "student"}
 
 
 async def test_wrong_join_code_calls_on_authorization_fail(start_server: Any, make_client: Any) -> None:

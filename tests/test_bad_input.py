@@ -20,7 +20,7 @@ from pluv_widget.server.room_server import RoomServer
 async def raw(server: RoomServer, room: str = "r", presence: dict[str, Any] | None = None) -> ClientConnection:
     """A bare connection that has joined: its first frames (welcome, sync) are drained."""
     socket = await connect(f"ws://127.0.0.1:{server.port}/{room}", max_size=None)
-    await socket.send(json.dumps({"type": "join", "protocol": 1, "presence": presence or {}}))
+    await socket.send(json.dumps({"type": "join", "protocol": 2, "presence": presence or {}}))
     welcome = json.loads(await socket.recv())
     assert welcome["type"] == "welcome"
     return socket
@@ -104,8 +104,8 @@ async def test_an_oversized_frame_closes_only_its_sender_with_1009(start_server:
     [
         ('{"type": "presence", "patch": {}}', CloseCode.PROTOCOL_ERROR),
         ('{"type": "join", "protocol": 99, "presence": {}}', CloseCode.PROTOCOL_ERROR),
-        ('{"type": "join", "protocol": 1, "presence": "me"}', CloseCode.PROTOCOL_ERROR),
-        ('{"type": "join", "protocol": 1, "presence": {}, "initial_storage": "%%%"}', CloseCode.PROTOCOL_ERROR),
+        ('{"type": "join", "protocol": 2, "presence": "me"}', CloseCode.PROTOCOL_ERROR),
+        ('{"type": "join", "protocol": 2, "presence": {}, "initial_storage": "%%%"}', CloseCode.PROTOCOL_ERROR),
         (b"\x00\x00\x01\x00", CloseCode.PROTOCOL_ERROR),
     ],
     ids=["not-join", "protocol-99", "presence-string", "bad-storage", "binary"],

@@ -13,6 +13,7 @@ from typing import Any
 from helpers import until
 
 from pluv_widget import RoomEvent
+from pluv_widget.protocol import PROTOCOL_VERSION
 
 APP = """
 from pydantic import BaseModel
@@ -49,7 +50,7 @@ async def test_serve_loads_an_app_with_its_procedures(server_process: Any, make_
     await until(b, lambda: heard)
     assert heard[0].data == {"text": "HELLO"}
     answer = await health(process.url)
-    assert answer["server"] == "pluv-widget" and answer["protocol"] == 1
+    assert answer["server"] == "pluv-widget" and answer["protocol"] == PROTOCOL_VERSION
     assert answer["rooms"] == 1 and answer["connections"] == 2 and answer["auth"] is False
 
 
@@ -57,7 +58,7 @@ async def test_serve_with_a_secret_and_join_code_hands_out_tokens(server_process
     process = server_process("--memory", "--secret", "x" * 32, "--join-code", "maple")
     endpoint = process.url.replace("ws://", "http://") + "/token?join_code=maple&name=Ada"
     room = await make_client(process.url, auth_endpoint=endpoint).enter("class")
-    assert room.myself is not None and room.myself.id == "Ada"
+    assert room.myself is not None and room.myself.info["name"] == "Ada" and room.myself.info["role"] == "student"
     assert (await health(process.url))["auth"] is True
 
 

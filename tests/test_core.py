@@ -68,7 +68,7 @@ def test_presence_over_the_cap_is_refused_and_unchanged() -> None:
         ('{"type": "presence", "patch": "x"}', "invalid_message"),
         ('{"type": "event", "event": "no spaces allowed", "data": 1}', "invalid_event"),
         ('{"type": "event", "event": 7, "data": 1}', "invalid_event"),
-        ('{"type": "join", "protocol": 1, "presence": {}}', "invalid_message"),
+        ('{"type": "join", "protocol": 2, "presence": {}}', "invalid_message"),
     ],
 )
 def test_bad_text_frames_answer_the_sender_only(frame: str, code: str) -> None:

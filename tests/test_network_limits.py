@@ -32,7 +32,7 @@ from pluv_widget.server.logfilter import RepeatFilter
 from pluv_widget.server.room_server import RoomServer
 
 SECRET = "a-network-test-secret-of-more-than-32-bytes"
-JOIN = json.dumps({"type": "join", "protocol": 1, "presence": {}})
+JOIN = json.dumps({"type": "join", "protocol": 2, "presence": {}})
 
 
 def ws_url(server: RoomServer, scheme: str = "ws") -> str:

@@ -215,7 +215,7 @@ async def test_procedures_and_one_users_connections_across_processes(
     for label, entered in (("ada_on_a", ada_on_a), ("bob_on_b", bob_on_b), ("ada_on_b", ada_on_b)):
         await until(entered, lambda label=label: bool(votes[label]))
         assert [event.data for event in votes[label]] == [{"choice": "YES", "by": "ada"}]
-        assert votes[label][0].user == {"id": "ada"}
+        assert votes[label][0].user == {"id": "ada", "role": "student"}  # a token without a role: a student
 
 
 async def test_kill_9_a_process_its_clients_fail_over_and_nothing_is_lost(

@@ -161,7 +161,7 @@ async def test_an_update_past_the_cap_is_refused_and_the_room_is_unchanged(start
 async def test_a_corrupt_update_is_refused_and_changes_nothing(server: Any, make_client: Any) -> None:
     a = await make_client(server, initial_storage=storage("safe")).enter("r")
     async with connect(f"ws://127.0.0.1:{server.port}/r") as socket:
-        await socket.send(json.dumps({"type": "join", "protocol": 1, "presence": {}}))
+        await socket.send(json.dumps({"type": "join", "protocol": 2, "presence": {}}))
         await socket.send(sync.update(b"\x01\x01\x99\x99\x99"))
         async with asyncio.timeout(20):
             while True:

@@ -33,7 +33,7 @@ async def node(mode: str, stdin: str = "") -> str:
 async def server_document(server: Any, room: str) -> bytes:
     """The room's whole document as the server holds it, fetched like a Yjs provider would."""
     async with connect(f"ws://127.0.0.1:{server.port}/{room}", max_size=None) as socket:
-        await socket.send(json.dumps({"type": "join", "protocol": 1, "presence": {}}))
+        await socket.send(json.dumps({"type": "join", "protocol": 2, "presence": {}}))
         await socket.send(sync.step1(b"\x00"))
         async with asyncio.timeout(20):
             while True:
@@ -46,7 +46,7 @@ async def test_a_yjs_update_from_node_reaches_python_clients(server: Any, make_c
     reader = await make_client(server, initial_storage=STORAGE).enter("interop")
     update = base64.b64decode(await node("make"))
     async with connect(f"ws://127.0.0.1:{server.port}/interop") as socket:
-        await socket.send(json.dumps({"type": "join", "protocol": 1, "presence": {}}))
+        await socket.send(json.dumps({"type": "join", "protocol": 2, "presence": {}}))
         await socket.send(sync.update(update))
         messages = await until_storage(reader, "messages", lambda items: len(items) == 3)
     assert messages == ["from yjs", "second", {"id": 7, "text": "a map inside an array"}]

@@ -1,6 +1,6 @@
 """pluv-widget's protocol: JSON control and presence frames, y-websocket binary sync frames.
 
-Join: ``{"type": "join", "protocol": 1, "presence": {...}}`` → ``welcome``; then a sync step 1
+Join: ``{"type": "join", "protocol": 2, "presence": {...}}`` → ``welcome``; then a sync step 1
 that the server answers with its step 2 (and its own step 1, answered with ours). Presence is
 ``{"type": "presence", "patch": {...}}``; others receive it stamped with the sender's
 ``connection_id``. See ``pluv_widget/protocol/``.
@@ -16,7 +16,7 @@ import pycrdt
 
 from . import SYNC, Client, Frame
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # pluv_widget.protocol.PROTOCOL_VERSION (kept literal: the bench may serve another checkout)
 
 
 class PluvClient(Client):

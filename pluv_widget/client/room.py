@@ -7,7 +7,9 @@ socket in its :class:`~.connection.Connection`, and every call from another thre
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import concurrent.futures
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -15,7 +17,13 @@ from pydantic import BaseModel
 
 from ..core.client_room import ClientRoom, ConnectionState, Notification, StorageState, User
 from ..crdt import StorageFactory, to_json
-from ..errors import AuthorizationError, InvalidNameError, StorageLoadingError, UnknownStorageRootError
+from ..errors import (
+    AuthorizationError,
+    InvalidNameError,
+    StorageLoadingError,
+    UnknownStorageRootError,
+    procedure_error,
+)
 from ..protocol import check_event_name, check_room_name, json_size
 from .connection import Connection, log
 from .loop import LoopBound
@@ -23,8 +31,6 @@ from .subscriptions import Listeners, RoomSubscriptions, Unsubscribe
 from .types import ReconnectTimeout
 
 if TYPE_CHECKING:
-    import asyncio
-
     import pycrdt
 
     from .client import Client
@@ -40,6 +46,25 @@ class _StorageWatch:
     callback: Callable[[Any], None]
     shared: Any = None
     subscription: Any = None
+
+
+class Pending:
+    """The answer to a :meth:`Room.call`, awaitable from any loop (``await pending``) or waited
+    for from a thread (``pending.result(timeout)``). It raises the server's refusal:
+    :class:`~pluv_widget.errors.PermissionDenied` for ``forbidden`` (``MutedError``,
+    ``RoomLockedError`` for ``muted``, ``room_locked``), else a ``ProcedureError``."""
+
+    def __init__(self, future: concurrent.futures.Future[Any] | None = None) -> None:
+        self.future: concurrent.futures.Future[Any] = future or concurrent.futures.Future()
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return asyncio.wrap_future(self.future).__await__()
+
+    def result(self, timeout: float | None = None) -> Any:
+        return self.future.result(timeout)
+
+    def done(self) -> bool:
+        return self.future.done()
 
 
 class Room:
@@ -71,6 +96,7 @@ class Room:
         )
         self._listeners = Listeners()
         self._watches: list[_StorageWatch] = []
+        self._calls: dict[int, Pending] = {}
         self.subscribe = RoomSubscriptions(self)
         self._connection = Connection(
             self._core,
@@ -152,6 +178,31 @@ class Room:
         self._core.broadcast(event, data)
         self._connection.pump()
 
+    # -- calls (typed server procedures with replies) -------------------------------------------
+
+    @property
+    def role(self) -> str:
+        """My role as the server stamped it in my token: ``teacher``, ``student`` or ``observer``
+        (``teacher`` on a server without auth, and before the first welcome)."""
+        return self._core.role
+
+    def call(self, procedure: str, input: Any = None) -> Pending:  # noqa: A002 - the wire's name
+        """Call the server's ``procedure`` (a built-in such as ``messages.post``, or the app's);
+        the returned :class:`Pending` resolves with its result once the server applied it, or
+        raises its refusal. Sent once in the room (queued while connecting). Thread-safe."""
+        try:
+            check_event_name(procedure)
+        except ValueError as error:
+            raise InvalidNameError(str(error)) from None
+        json_size(input)  # raises TypeError now for input that is not JSON
+        pending = Pending()
+        self._loop.call_soon(self._call, procedure, input, pending)
+        return pending
+
+    def _call(self, procedure: str, data: Any, pending: Pending) -> None:
+        self._calls[self._core.call(procedure, data)] = pending
+        self._connection.pump()
+
     # -- storage --------------------------------------------------------------------------------
 
     def _root(self, key: str) -> Any:
@@ -174,12 +225,28 @@ class Room:
         call ``storage(key)`` again for the new shared type. A handle taken before is detached —
         it still reads the old content, but edits to it stay local, are never sent, and are
         logged as a warning. ``subscribe.storage`` callbacks follow the new document by
-        themselves."""
+        themselves.
+
+        A root the server declares protected (``welcome``'s ``protected_roots``: the app's
+        ``create_io(protected_roots=...)``) comes from the room's protected document and is
+        **read-only**: a local edit to it is never sent, and the protected document is reloaded
+        from the server (see :meth:`protected_storage`)."""
         self._check_loaded()
         root = self._root(key)
         if self._loop.on_loop() or not self._loop.loop.is_running():
             return root
         return LoopBound(root, self._loop)
+
+    def protected_storage(self, key: str, kind: Any = None) -> Any:
+        """The protected document's root ``key`` (``kind``: ``pycrdt.Array`` by default, or
+        ``pycrdt.Map`` / ``pycrdt.Text``): storage written by the server only — the widget's
+        ``messages``, an app's ``protected_roots``. **Read-only**: a local edit is never sent;
+        the protected document is dropped and loaded again from the server (take the root
+        again after that; ``subscribe.storage`` callbacks of protected roots follow)."""
+        import pycrdt
+
+        self._check_loaded()
+        return self._loop.run(self._core.protected_root, key, kind or pycrdt.Array)
 
     def storage_json(self) -> dict[str, Any] | None:
         """All storage roots as JSON, or None while storage is loading."""
@@ -239,6 +306,14 @@ class Room:
             watch.shared.unobserve(watch.subscription)
 
     def _deliver(self, note: Notification) -> None:
+        if note.topic in ("call_result", "call_error"):
+            pending = self._calls.pop(note.args[0], None)
+            if pending is not None and not pending.future.done():
+                if note.topic == "call_result":
+                    pending.future.set_result(note.args[1])
+                else:
+                    pending.future.set_exception(procedure_error(note.args[1], note.args[2]))
+            return
         if note.topic == "storage_replaced":  # a reload: storage callbacks follow the new document
             for watch in list(self._watches):
                 self._detach(watch)

@@ -33,11 +33,23 @@ class Commit:
 
 @dataclass(frozen=True, slots=True)
 class Invoke:
-    """An event with a registered procedure: run it, then ``ServerRoom.emit`` its output."""
+    """An event or a ``call`` of a procedure the sender may run (permissions were checked): run
+    it, then ``ServerRoom.emit`` its output. ``call_id``: answer the sender with a ``result`` or
+    an ``error`` of this id (None: a fire-and-forget event)."""
 
     connection_id: str
     event: str
     data: Any
+    call_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ProtectedEdit:
+    """A teacher's update of the protected document (allowed by ``teacher_only_roots``): prove,
+    persist and commit it like the server's own protected edits."""
+
+    connection_id: str
+    update: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,4 +67,4 @@ class Resync:
     reseed: bool
 
 
-Action = Send | Commit | Invoke | Mirror | Resync
+Action = Send | Commit | Invoke | ProtectedEdit | Mirror | Resync

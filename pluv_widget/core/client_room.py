@@ -40,7 +40,24 @@ Storage refusals (an ``error`` message with a storage code) have defined consequ
   cleared. The old document's shared types are detached: edits to them stay in that document,
   are never sent, and are logged. Refusals of updates sent before the reload are expected and
   ignored; a refusal of the reload itself (nothing new was sent since) closes the room
-  (:attr:`close_expected`), so a refusal can never loop.
+  (:attr:`close_expected`), so a refusal can never loop. A refusal of this member's right to
+  write a storage update (``forbidden``, ``muted``, ``room_locked`` with ``"storage": true``) is
+  handled the same way: the refused edits are dropped and the room reloaded.
+
+The protected document: a second pycrdt document, read-only here (see ``protocol/sync.py``).
+After each ``welcome`` the core asks for it (a protected sync step 1) and applies what the server
+sends. Roots the server names in ``welcome.protected_roots`` are read from it
+(:meth:`root`); any document's root can be read with :meth:`protected_root`. A local edit of it
+is never sent (except a teacher's, when the room has teacher-only roots): it is logged, the
+protected document is dropped and loaded again from the server (``storage_replaced``).
+
+Generations: ``welcome.generation`` changes when a teacher resets or clears the room, or its
+storage expires. A client that synced an older generation discards its document (its offline
+edits included) and loads the room afresh, instead of merging old content back.
+
+Calls: :meth:`call` queues a ``call`` (sent once in the room) and returns its id; the server's
+``result`` or ``error`` of that id becomes a ``call_result`` or ``call_error`` notification. A
+call in flight when the connection drops fails with the code ``disconnected``.
 """
 
 from __future__ import annotations
@@ -61,6 +78,7 @@ from ..protocol import (
     EMPTY_UPDATE,
     FINAL_CLOSE_CODES,
     PERMANENT_STORAGE_REFUSALS,
+    PERMISSION_REFUSALS,
     TRANSIENT_STORAGE_REFUSALS,
     ErrorMessage,
     Event,
@@ -68,6 +86,7 @@ from ..protocol import (
     Joined,
     Left,
     PresenceUpdate,
+    Result,
     SyncStep,
     Welcome,
     decode_server_message,
@@ -75,7 +94,8 @@ from ..protocol import (
     sync,
 )
 from ..protocol.codec import ProtocolError
-from ..protocol.codes import ErrorCode
+from ..protocol.codes import CloseCode, ErrorCode
+from ..protocol.messages import Call
 from .membership import Member, Membership
 
 log = logging.getLogger("pluv_widget.client")
@@ -243,6 +263,16 @@ class ClientRoom:
         self._pending: list[bytes] = []
         self._applying_remote = False
         self._ever_synced = False
+        # The protected document (read-only) and what the server said about the room.
+        self.protected_doc: pycrdt.Doc[Any] = pycrdt.Doc()
+        self.protected_roots: tuple[str, ...] = ()
+        self.teacher_only_roots: tuple[str, ...] = ()
+        self.generation: str | None = None  # of the last welcome; None: never welcomed
+        self._new_protected(self.protected_doc)
+        self._next_call = 0
+        self._queued_calls: list[Call] = []
+        self._calls_in_flight: set[int] = set()
+        self._observing: pycrdt.Doc[Any] | None = None
         self._new_document(self.doc)
         # Refusals, per connection: update frames sent that the server may still refuse, step 1
         # frames not yet answered, and the reload under way (after a permanent refusal).
@@ -320,7 +350,8 @@ class ClientRoom:
         offer = None
         if self._initial_storage is not None and not self._ever_synced:
             offer = self._initial_storage()  # the server applies it only if the room has no storage
-        self._out.append(Join(self.presence, self.metadata, offer).encode())
+        generation = self.generation if self._ever_synced else None
+        self._out.append(Join(self.presence, self.metadata, offer, generation=generation).encode())
         self._send_step1()  # during a reload: the fresh document's empty state vector
 
     def closed(self, code: int | None, reason: str = "") -> Decision:
@@ -339,6 +370,13 @@ class ClientRoom:
             error = RoomClosedError(f"the server closed the room ({code}): {reason}")
             self._close()
             return Closed(error)
+        self._fail_calls_in_flight()
+        if code == CloseCode.ROOM_RESET:  # a new generation: come back at once and reload
+            self._attempts = 1
+            self._set_state(ConnectionState.UNAVAILABLE)
+            if self.storage_state == StorageState.SYNCED:
+                self._set_storage_state(StorageState.OFFLINE)
+            return Reconnect(self._random() * 100, 0)
         if was_open:
             self._attempts = 0  # it was open: the next wait starts from the first attempt
         attempts = self._attempts
@@ -350,6 +388,7 @@ class ClientRoom:
 
     def refused(self, error: AuthorizationError) -> Fail:
         """The token was refused (by the server's close code or by the auth endpoint)."""
+        self._fail_calls_in_flight()
         self._close()
         return Fail(error)
 
@@ -400,8 +439,18 @@ class ClientRoom:
         elif isinstance(message, Event):
             self._notify(f"event:{message.event}",
                          RoomEvent(message.event, message.data, message.connection_id, message.user))
+        elif isinstance(message, Result):
+            if message.id in self._calls_in_flight:
+                self._calls_in_flight.discard(message.id)
+                self._notify("call_result", message.id, message.data)
+        elif isinstance(message, ErrorMessage) and message.id is not None:
+            self._calls_in_flight.discard(message.id)
+            self._notify("call_error", message.id, message.code, message.message)
+            self._notify("error", ServerError(message.code, message.message))
         elif isinstance(message, ErrorMessage):
-            if message.code in PERMANENT_STORAGE_REFUSALS:
+            if message.storage and message.code in PERMISSION_REFUSALS:
+                self._on_permanent_refusal(message.code, message.message)
+            elif message.code in PERMANENT_STORAGE_REFUSALS:
                 self._on_permanent_refusal(message.code, message.message)
             elif message.code in TRANSIENT_STORAGE_REFUSALS:
                 self._on_transient_refusal(message.code, message.message)
@@ -411,6 +460,10 @@ class ClientRoom:
     def receive_binary(self, frame: bytes) -> None:
         """A sync frame. Raises ``ValueError`` for a frame that is not one."""
         message = decode_sync(frame)
+        if message.protected:
+            if message.step != SyncStep.STEP1:  # the server never asks for our protected state
+                self._apply_protected(message.payload)
+            return
         if message.step == SyncStep.STEP1:
             # The server's state vector: answer with what it lacks, offline edits included.
             self._pending.clear()
@@ -450,6 +503,24 @@ class ClientRoom:
         self._attempts = 0
         self.connection_id = welcome.connection_id
         self.user = welcome.user
+        stale = self.generation is not None and welcome.generation != self.generation and self._ever_synced
+        self.generation = welcome.generation
+        roots_changed = (welcome.protected_roots, welcome.teacher_only_roots) != (
+            self.protected_roots, self.teacher_only_roots)
+        self.protected_roots, self.teacher_only_roots = welcome.protected_roots, welcome.teacher_only_roots
+        if stale:
+            # The room was reset, cleared or expired since we synced: never merge old content back.
+            self._new_protected(self._fresh_doc(self.protected_doc))
+            self._start_reload("room_reset", "the room was reset by a teacher (or its storage expired) "
+                                             "while this client was away")
+        elif roots_changed:
+            self._new_document(self.doc)  # roots now live in the protected document, or no longer do
+            self._notify("storage_replaced")
+        self._out.append(sync.step1(self.protected_doc.get_state(), protected=True))
+        for call in self._queued_calls:
+            self._out.append(call.encode())
+            self._calls_in_flight.add(call.id)
+        self._queued_calls.clear()
         self.members.clear()
         for info in welcome.others:
             self.members.add(Member.from_info(info))
@@ -474,6 +545,30 @@ class ClientRoom:
             if self.state == ConnectionState.OPEN:
                 self._out.append(PresenceUpdate(changed).encode())
             self._notify("my_presence", dict(self.presence))
+
+    def call(self, procedure: str, data: Any = None) -> int:
+        """Queue a call of the server's ``procedure`` (sent once in the room); returns its id."""
+        self._next_call += 1
+        call = Call(self._next_call, procedure, data)
+        if self._welcomed and self.state == ConnectionState.OPEN:
+            self._out.append(call.encode())
+            self._calls_in_flight.add(call.id)
+        else:
+            self._queued_calls.append(call)
+        return call.id
+
+    def _fail_calls_in_flight(self) -> None:
+        for call_id in sorted(self._calls_in_flight):
+            self._notify("call_error", call_id, "disconnected",
+                         "the connection dropped before the server answered; it may or may not have applied it")
+        self._calls_in_flight.clear()
+
+    @property
+    def role(self) -> str:
+        """My role as the server stamped it (``teacher`` without auth)."""
+        from ..protocol.roles import TEACHER, role_of
+
+        return TEACHER if self.user is None else str(role_of(self.user))
 
     def broadcast(self, event: str, data: Any = None) -> None:
         """Send ``event`` to the rest of the room; dropped while not connected (as in pluv)."""
@@ -551,11 +646,7 @@ class ClientRoom:
         self._pending.clear()
         self._verifying = False
         self._resync_attempts = 0
-        old = self.doc
-        fresh: pycrdt.Doc[Any] = pycrdt.Doc()
-        while fresh.client_id == old.client_id:
-            fresh = pycrdt.Doc()
-        self._new_document(fresh)
+        self._new_document(self._fresh_doc(self.doc))
         self._notify("storage_replaced")
         self._set_storage_state(StorageState.LOADING)
         if self._welcomed:
@@ -581,12 +672,62 @@ class ClientRoom:
     def _json(self) -> dict[str, Any]:
         return {key: to_json(root) for key, root in self.roots.items()}
 
+    @staticmethod
+    def _fresh_doc(old: pycrdt.Doc[Any]) -> pycrdt.Doc[Any]:
+        fresh: pycrdt.Doc[Any] = pycrdt.Doc()
+        while fresh.client_id == old.client_id:
+            fresh = pycrdt.Doc()
+        return fresh
+
     def _new_document(self, doc: pycrdt.Doc[Any]) -> None:
         """Make ``doc`` the room's document: its roots, a fresh undo history, its observer."""
+        if doc is not self._observing:
+            doc.observe(lambda event: self._observed(doc, event.update))
+            self._observing = doc
         self.doc = doc
-        self.roots = {key: doc.get(key, type=kind) for key, kind in self._root_types.items()}
-        self.undo_manager = pycrdt.UndoManager(scopes=list(self.roots.values()), capture_timeout_millis=0)
-        doc.observe(lambda event: self._observed(doc, event.update))
+        self.roots = {key: self._root_in(key, kind) for key, kind in self._root_types.items()}
+        writable = [root for key, root in self.roots.items() if key not in self.protected_roots]
+        self.undo_manager = pycrdt.UndoManager(scopes=writable, capture_timeout_millis=0)
+
+    def _root_in(self, key: str, kind: Any) -> Any:
+        doc = self.protected_doc if key in self.protected_roots else self.doc
+        return doc.get(key, type=kind)
+
+    def protected_root(self, key: str, kind: Any) -> Any:
+        """The protected document's root ``key`` (of type ``kind``): read-only, see the module docstring."""
+        return self.protected_doc.get(key, type=kind)
+
+    def _new_protected(self, doc: pycrdt.Doc[Any]) -> None:
+        self.protected_doc = doc
+        doc.observe(lambda event: self._protected_observed(doc, event.update))
+        if hasattr(self, "roots"):
+            self.roots = {key: self._root_in(key, kind) for key, kind in self._root_types.items()}
+
+    def _protected_observed(self, doc: pycrdt.Doc[Any], update: bytes) -> None:
+        if doc is not self.protected_doc or self._applying_remote:
+            return
+        if self.role == "teacher" and self.teacher_only_roots and self._welcomed:
+            self._out.append(sync.update(update, protected=True))
+            if self._on_edit is not None:
+                self._on_edit()
+            return
+        # Never sent: the protected document is the server's. Drop it and load it again.
+        log.warning("room %s: a local edit to the protected (read-only) storage was not sent and is "
+                    "undone; change it through the server's procedures", self.name)
+        self._new_protected(self._fresh_doc(doc))
+        self._notify("storage_replaced")
+        if self._welcomed:
+            self._out.append(sync.step1(b"\x00", protected=True))
+        if self._on_edit is not None:
+            self._on_edit()  # the adapter pumps: the reload request leaves now
+
+    def _apply_protected(self, update: bytes) -> None:
+        self._applying_remote = True
+        try:
+            with self.protected_doc.transaction(origin=REMOTE):
+                self.protected_doc.apply_update(update)
+        finally:
+            self._applying_remote = False
 
     def _observed(self, doc: pycrdt.Doc[Any], update: bytes) -> None:
         if doc is not self.doc:

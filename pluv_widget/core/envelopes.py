@@ -133,6 +133,54 @@ class StorageUpdated:
 
 
 @dataclass(frozen=True, slots=True)
+class ProtectedUpdated:
+    """A committed update of the room's protected document (written by the server only)."""
+
+    kind: ClassVar[str] = "protected"
+    update: bytes
+    node: str = ""
+    connection_id: ClassVar[None] = None
+
+    def fields(self) -> dict[str, Any]:
+        return {"update": base64.b64encode(self.update).decode("ascii")}
+
+    @classmethod
+    def from_fields(cls, value: dict[str, Any], node: str) -> ProtectedUpdated:
+        try:
+            return cls(base64.b64decode(_string(value, "update"), validate=True), node)
+        except binascii.Error as error:
+            raise ValueError(f"a protected envelope's 'update' is not base64: {error}") from None
+
+    def track(self, membership: Membership) -> None:
+        pass
+
+
+@dataclass(frozen=True, slots=True)
+class RulesChanged:
+    """A teacher changed the room's moderation state (``RoomRules.to_json``): muted, removed,
+    locked, generation. The other processes adopt it, close removed users' connections, and
+    after a new generation reload the room's storage and close every connection with 4010."""
+
+    kind: ClassVar[str] = "rules"
+    rules: dict[str, Any]
+    node: str = ""
+    connection_id: ClassVar[None] = None
+
+    def fields(self) -> dict[str, Any]:
+        return {"rules": self.rules}
+
+    @classmethod
+    def from_fields(cls, value: dict[str, Any], node: str) -> RulesChanged:
+        rules = value.get("rules")
+        if not isinstance(rules, dict):
+            raise ValueError("a rules envelope's 'rules' is an object")
+        return cls(rules, node)
+
+    def track(self, membership: Membership) -> None:
+        pass
+
+
+@dataclass(frozen=True, slots=True)
 class ResyncRequested:
     """From a bus, not a process: converge with the shared store (``reseed``: first store and
     publish what this process holds)."""
@@ -153,10 +201,12 @@ class ResyncRequested:
         pass
 
 
-Envelope = MemberJoined | MemberLeft | PresencePatched | EventSent | StorageUpdated | ResyncRequested
+Envelope = (MemberJoined | MemberLeft | PresencePatched | EventSent | StorageUpdated | ProtectedUpdated
+            | RulesChanged | ResyncRequested)
 
 _KINDS: dict[str, Any] = {
-    kind.kind: kind for kind in (MemberJoined, MemberLeft, PresencePatched, EventSent, StorageUpdated, ResyncRequested)
+    kind.kind: kind for kind in (MemberJoined, MemberLeft, PresencePatched, EventSent, StorageUpdated,
+                                 ProtectedUpdated, RulesChanged, ResyncRequested)
 }
 
 

@@ -38,6 +38,20 @@ Refusals, and what the client does (the wire contract, also in the README):
   step 2 holding everything the server lacks. An update whose dependencies are missing is
   refused, never kept pending, so nothing stays pending on the server.
 
+Permissions (:mod:`.permissions`, the one place they are decided) are checked before anything
+is proven, relayed or run: a storage update, an event or a procedure from a member who may not
+write (an observer; a muted user; a student in a locked room) is refused with ``forbidden``,
+``muted`` or ``room_locked`` (a storage refusal carries ``"storage": true`` and poisons the
+connection like a permanent refusal, so the client reloads); a ``call`` is checked against its
+procedure's rule and answered to the sender only.
+
+The protected document (:attr:`ServerRoom.protected`) is a second Yjs document per room that
+clients only read: a protected sync step 1 subscribes a connection and is answered with a step
+2; protected updates are committed by the adapter (the server's procedures, ``io.update_storage(...,
+protected=True)``, a teacher's update when the app declared teacher-only roots) through
+:meth:`ServerRoom.commit_protected`, which relays them to the subscribers only. Any other client
+frame writing it is refused with ``forbidden`` before anything of it is applied.
+
 Loading (:meth:`ServerRoom.load_stored`) quarantines stored updates that no longer apply: they
 are returned to the adapter, which keeps them aside in the store and rewrites the history.
 """
@@ -53,6 +67,7 @@ import pycrdt
 
 from ..protocol import (
     EMPTY_UPDATE,
+    Call,
     ErrorCode,
     ErrorMessage,
     Event,
@@ -61,26 +76,40 @@ from ..protocol import (
     Limits,
     PresenceUpdate,
     ProtocolError,
+    Result,
     SyncStep,
     Welcome,
     decode_client_message,
+    decode_object,
     decode_sync,
     json_size,
     sync,
 )
 from ..protocol.codes import PERMANENT_STORAGE_REFUSALS
 from ..protocol.yupdate import InvalidUpdate, UpdateShape, check_update
-from .actions import Action, Commit, Invoke, Mirror, Resync, Send
+from .actions import Action, Commit, Invoke, Mirror, ProtectedEdit, Resync, Send
 from .envelopes import (
     Envelope,
     EventSent,
     MemberJoined,
     MemberLeft,
     PresencePatched,
+    ProtectedUpdated,
     ResyncRequested,
+    RulesChanged,
     StorageUpdated,
 )
 from .membership import Member, Membership
+from .permissions import (
+    BUILTIN_PROCEDURES,
+    ProcedureRule,
+    Role,
+    RoomRules,
+    call_refusal,
+    protected_write_refusal,
+    role_of,
+    write_refusal,
+)
 
 #: Exceptions that are not pycrdt failing: they always propagate.
 _FATAL = (KeyboardInterrupt, SystemExit, GeneratorExit)
@@ -175,8 +204,14 @@ def replay(updates: Iterable[bytes]) -> Replay:
     return Replay(doc, good, quarantined)
 
 
-def _error(connection_id: str, code: ErrorCode, text: str) -> list[Action]:
-    return [Send(ErrorMessage(code, text).encode(), to=(connection_id,))]
+def _error(connection_id: str, code: ErrorCode, text: str, *, call_id: int | None = None,
+           storage: bool = False) -> list[Action]:
+    return [Send(ErrorMessage(code, text, call_id, storage).encode(), to=(connection_id,))]
+
+
+def result(connection_id: str, call_id: int, data: Any) -> Send:
+    """The answer to ``connection_id``'s call ``call_id``."""
+    return Send(Result(call_id, data).encode(), to=(connection_id,))
 
 
 class ServerRoom:
@@ -189,11 +224,21 @@ class ServerRoom:
         limits: Limits | None = None,
         procedures: Container[str] = (),
         updates: Iterable[bytes] = (),
+        protected_roots: Sequence[str] = (),
+        teacher_only_roots: Sequence[str] = (),
+        default_role: Role = Role.TEACHER,
     ) -> None:
         self.name = name
         self.limits = limits or Limits()
         self.procedures = procedures
         self.members = Membership()
+        #: The protected document: written by the server only (see the module docstring).
+        self.protected: pycrdt.Doc[Any] = pycrdt.Doc()
+        self.protected_subscribers: set[str] = set()
+        self.protected_roots = tuple(dict.fromkeys([*protected_roots, *teacher_only_roots]))
+        self.teacher_only_roots = tuple(teacher_only_roots)
+        self.default_role = default_role  # for users whose token has no role
+        self.rules = RoomRules()
         self.doc: pycrdt.Doc[Any] = pycrdt.Doc()
         self.storage_bytes = 0
         self.pending_bytes = 0  # proven updates not yet committed: they count toward the cap
@@ -306,6 +351,11 @@ class ServerRoom:
         queue it and return ``Commit`` — or refuse it."""
         if update == EMPTY_UPDATE:
             return []
+        if connection_id:
+            refusal = self._write_refusal(connection_id)
+            if refusal is not None:
+                return self._refuse(connection_id, refusal.code, f"update refused: {refusal.message}",
+                                    storage=True)
         poisoned = self.poisoned.get(connection_id)
         if poisoned is not None:
             return _error(connection_id, poisoned,
@@ -344,10 +394,56 @@ class ServerRoom:
         self.pending_bytes += len(update)
         return [*actions, commit]
 
-    def _refuse(self, connection_id: str, code: ErrorCode, text: str) -> list[Action]:
-        if code in PERMANENT_STORAGE_REFUSALS and connection_id:
+    def _refuse(self, connection_id: str, code: ErrorCode, text: str, *, storage: bool = False) -> list[Action]:
+        if (code in PERMANENT_STORAGE_REFUSALS or storage) and connection_id:
             self.poisoned[connection_id] = code
-        return _error(connection_id, code, text) if connection_id else []
+        return _error(connection_id, code, text, storage=storage) if connection_id else []
+
+    # -- permissions (decided in .permissions) ----------------------------------------------
+
+    def role(self, connection_id: str | None) -> Role:
+        member = self.members.get(connection_id)
+        return role_of(member.user if member else None, self.default_role)
+
+    def _write_refusal(self, connection_id: str) -> Any:
+        member = self.members.get(connection_id)
+        if member is None:
+            return None
+        return write_refusal(role_of(member.user, self.default_role), member.user_id, self.rules)
+
+    def procedure_rule(self, procedure: str) -> ProcedureRule | None:
+        """The rule of a built-in or app procedure (None: no such procedure)."""
+        rule = BUILTIN_PROCEDURES.get(procedure)
+        if rule is None and procedure in self.procedures:
+            rule = ProcedureRule()
+        return rule
+
+    # -- the protected document ------------------------------------------------------------
+
+    def commit_protected(self, update: bytes, *, mirror: bool = True) -> list[Action]:
+        """Apply a committed (persisted) protected update and relay it to the subscribers."""
+        if update == EMPTY_UPDATE:
+            return []
+        if try_apply(self.protected, update) is not None:
+            return [Resync(False)]  # cannot happen for the server's own edits: reload from the store
+        actions: list[Action] = []
+        if self.protected_subscribers:
+            actions.append(Send(sync.update(update, protected=True), to=tuple(self.protected_subscribers)))
+        if mirror:
+            actions.append(Mirror(ProtectedUpdated(update)))
+        return actions
+
+    def load_protected(self, updates: Iterable[bytes]) -> list[tuple[bytes, str]]:
+        """Replace the protected document by stored ``updates`` (returns those set aside)."""
+        loaded = replay(updates)
+        self.protected = loaded.doc
+        return loaded.quarantined
+
+    def set_rules(self, rules: RoomRules) -> list[Action]:
+        """Adopt new moderation state (from this process or another): returns the Mirror only
+        for a local change; the adapter closes removed users' connections."""
+        self.rules = rules
+        return [Mirror(RulesChanged(rules.to_json()))]
 
     def take_batch(self) -> list[Commit]:
         """The queued updates to persist next (all of them); they are in flight until
@@ -447,6 +543,8 @@ class ServerRoom:
         except ValueError as error:
             return _error(connection_id, ErrorCode.STORAGE_REJECTED, f"not a sync message: {error}")
         payload = message.payload
+        if message.protected:
+            return self._receive_protected(connection_id, message.step, payload)
         if message.step == SyncStep.STEP1:
             if payload == EMPTY_STATE_VECTOR:
                 self.poisoned.pop(connection_id, None)  # it starts over: see the module docstring
@@ -460,28 +558,77 @@ class ServerRoom:
             ]
         return self.propose(connection_id, payload)
 
+    def _receive_protected(self, connection_id: str, step: SyncStep, payload: bytes) -> list[Action]:
+        if step == SyncStep.STEP1:
+            try:
+                diff = self.protected.get_update(payload)
+            except Exception as error:  # pycrdt raises several types for a bad state vector
+                return _error(connection_id, ErrorCode.STORAGE_REJECTED, f"invalid state vector: {error}")
+            self.protected_subscribers.add(connection_id)
+            return [Send(sync.step2(diff, protected=True), to=(connection_id,))]
+        if payload == EMPTY_UPDATE:
+            return []
+        refusal = protected_write_refusal(self.role(connection_id), bool(self.teacher_only_roots))
+        if refusal is not None:
+            return _error(connection_id, refusal.code, refusal.message)
+        return [ProtectedEdit(connection_id, payload)]
+
     def receive_text(self, connection_id: str, frame: str) -> list[Action]:
         """Handle one text frame from a member; bad input answers that member only."""
         try:
             message = decode_client_message(frame, self.limits)
         except ProtocolError as error:
-            return _error(connection_id, error.code, str(error))
+            call_id = _call_id_of(frame) if error.code != ErrorCode.UNKNOWN_TYPE else None
+            return _error(connection_id, error.code, str(error), call_id=call_id)
         if isinstance(message, PresenceUpdate):
             return self.patch_presence(connection_id, message.patch)
-        if message.event in self.procedures:
+        if isinstance(message, Call):
+            return self._call(connection_id, message)
+        if message.event in self.procedures or message.event in BUILTIN_PROCEDURES:
+            rule = self.procedure_rule(message.event)
+            assert rule is not None
+            member = self.members.get(connection_id)
+            refusal = call_refusal(rule, message.event, self.role(connection_id),
+                                   member.user_id if member else "", self.rules)
+            if refusal is not None:
+                return _error(connection_id, refusal.code, refusal.message)
             return [Invoke(connection_id, message.event, message.data)]
+        refusal = self._write_refusal(connection_id)
+        if refusal is not None:
+            return _error(connection_id, refusal.code, f"event refused: {refusal.message}")
         return self.emit(message.event, message.data, sender=connection_id, include_sender=False)
+
+    def _call(self, connection_id: str, call: Call) -> list[Action]:
+        """A ``call``: checked against its procedure's rule before anything runs."""
+        rule = self.procedure_rule(call.procedure)
+        if rule is None:
+            return _error(connection_id, ErrorCode.UNKNOWN_PROCEDURE,
+                          f"this server has no procedure {call.procedure!r}", call_id=call.id)
+        member = self.members.get(connection_id)
+        refusal = call_refusal(rule, call.procedure, self.role(connection_id),
+                               member.user_id if member else "", self.rules)
+        if refusal is not None:
+            return _error(connection_id, refusal.code, refusal.message, call_id=call.id)
+        return [Invoke(connection_id, call.procedure, call.input, call.id)]
 
     # -- membership -------------------------------------------------------------------------
 
-    def join(self, member: Member) -> list[Action]:
-        """Add a member: it gets a ``welcome`` with everyone else, the others a ``joined``."""
+    def join(self, member: Member, *, generation: str | None = None) -> list[Action]:
+        """Add a member: it gets a ``welcome`` with everyone else, the others a ``joined``.
+
+        ``generation``: the one the joiner's document belongs to (from its ``join``). An older one
+        poisons the connection: its old updates are refused until it reloads (the client
+        discards its document when it sees the new generation in ``welcome``)."""
         self.members.add(member)
+        if member.local and generation is not None and generation != self.rules.generation:
+            self.poisoned[member.connection_id] = ErrorCode.STORAGE_REJECTED
         info = member.info()
         actions: list[Action] = []
         if member.local:
             welcome = Welcome(self.name, member.connection_id, member.user, member.presence,
-                              self.members.infos(exclude=member.connection_id))
+                              self.members.infos(exclude=member.connection_id),
+                              generation=self.rules.generation, protected_roots=self.protected_roots,
+                              teacher_only_roots=self.teacher_only_roots)
             actions.append(Send(welcome.encode(), to=(member.connection_id,)))
         actions.append(Send(Joined(info).encode(), exclude=member.connection_id))
         if member.local:
@@ -490,6 +637,7 @@ class ServerRoom:
 
     def leave(self, connection_id: str) -> list[Action]:
         self.poisoned.pop(connection_id, None)
+        self.protected_subscribers.discard(connection_id)
         member = self.members.remove(connection_id)
         if member is None:
             return []
@@ -554,5 +702,23 @@ class ServerRoom:
                                  include_sender=envelope.include_sender, mirror=False)
             case StorageUpdated(update=update):
                 return self.commit(update)
+            case ProtectedUpdated(update=update):
+                return self.commit_protected(update, mirror=False)
+            case RulesChanged(rules=rules):
+                self.rules = RoomRules.from_json(rules)
+                return []
             case ResyncRequested(reseed=reseed):
                 return [Resync(reseed)]
+
+
+def _call_id_of(frame: str) -> int | None:
+    """The ``id`` of a refused ``call`` frame, so the refusal reaches the waiting caller."""
+    try:
+        value = decode_object(frame)  # the protocol's own checks (depth, NaN...) apply here too
+    except (ProtocolError, ValueError, RecursionError):
+        return None
+    if isinstance(value, dict) and value.get("type") == "call":
+        call_id = value.get("id")
+        if isinstance(call_id, int) and not isinstance(call_id, bool):
+            return call_id
+    return None

@@ -7,7 +7,8 @@ become typed values here, or are refused here with a documented code.
   ``presence``, ``event``, ``call``, ``result``, ``error``.
 * :mod:`.sync` — binary frames: Yjs sync messages as y-websocket frames them.
 * :mod:`.codes` — close codes and error codes. :mod:`.limits` — the server's limits.
-* :mod:`.names` — room and event names. :mod:`.roles` — ``teacher``, ``student``, ``observer``. :mod:`.routes` — URLs and the HTTP routes' answers.
+* :mod:`.names` — room and event names. :mod:`.roles` — ``teacher``, ``student``, ``observer``.
+  :mod:`.routes` — URLs and the HTTP routes' answers.
 """
 
 from . import sync as sync

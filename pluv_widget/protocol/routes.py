@@ -59,6 +59,11 @@ def token_url(ws_base: str, **params: str) -> str:
     return http_base(ws_base) + TOKEN_PATH + ("?" + urlencode(params) if params else "")
 
 
+def release_name_url(ws_base: str, *, room: str, name: str) -> str:
+    """The server's ``POST /names/release`` route for ``name``, authorised by a token for ``room``."""
+    return http_base(ws_base) + RELEASE_NAME_PATH + "?" + urlencode({"room": room, "name": name})
+
+
 def health_url(ws_base: str) -> str:
     return http_base(ws_base) + HEALTH_PATH
 

@@ -1,7 +1,8 @@
 """``pluv-widget`` (also ``python -m pluv_widget``): serve rooms, and manage the local server.
 
     pluv-widget serve [--app module:io] [--host HOST] [--port PORT] [--secret S]
-                      [--join-code C] [--data-dir DIR | --memory] [--redis URL]
+                      [--join-code C[@prefix] ...] [--teacher-code C[@prefix] ...]
+                      [--observer-code C[@prefix] ...] [--data-dir DIR | --memory] [--redis URL]
                       [--certfile CERT --keyfile KEY] [--trusted-proxy ADDR ...]
     pluv-widget status      # the local server RoomWidget starts when nothing is configured
     pluv-widget stop
@@ -21,6 +22,7 @@ from pathlib import Path
 
 from ..errors import ServerConfigError
 from ..protocol import DEFAULT_HOST, DEFAULT_PORT
+from .access import build_codes
 from .guard import parse_proxies
 from .hub import add_hub_arguments, configure_hub
 from .io import PluvIO, create_io
@@ -59,11 +61,19 @@ def build_io(args: argparse.Namespace) -> PluvIO:
     if secret:
         io.secret = secret
     if args.join_code:
-        io.join_code = args.join_code
+        io.join_codes = list(args.join_code)
+    if args.teacher_code:
+        io.teacher_codes = list(args.teacher_code)
+    if args.observer_code:
+        io.observer_codes = list(args.observer_code)
     if args.certfile or args.keyfile:
         io.certfile, io.keyfile = args.certfile, args.keyfile
     if args.trusted_proxy:
         io.trusted_proxies = [*io.trusted_proxies, *args.trusted_proxy]
+    io.protected_roots = [*io.protected_roots, *args.protected_root]
+    io.teacher_only_roots = [*io.teacher_only_roots, *args.teacher_only_root]
+    if args.storage_ttl is not None:
+        io.storage_ttl_s = args.storage_ttl
     if args.redis:
         io.use_redis(args.redis)
     elif io.persistence is None:
@@ -74,10 +84,11 @@ def build_io(args: argparse.Namespace) -> PluvIO:
         else:
             io.data_dir = Path(args.data_dir) if args.data_dir else io.data_dir or home_dir() / "data"
     configure_hub(io, args, Path(args.data_dir) if args.data_dir else io.data_dir or home_dir() / "data")
-    if io.join_code is not None and io.secret is None:
+    if io.has_codes and io.secret is None:
         if args.redis:
-            raise SystemExit("--join-code with --redis needs --secret (or PLUV_WIDGET_SECRET): every server "
-                             "process must sign tokens with the same secret, so none can be generated")
+            raise SystemExit("--join-code with --redis needs --secret (or PLUV_WIDGET_SECRET; so do --teacher-code "
+                             "and --observer-code): every server process must sign tokens with the same secret, "
+                             "so none can be generated")
         # Generated once and kept beside the rooms (mode 0600): restarts keep tokens valid.
         folder = Path(args.data_dir) if args.data_dir else io.data_dir or home_dir() / "data"
         try:
@@ -88,6 +99,7 @@ def build_io(args: argparse.Namespace) -> PluvIO:
     try:  # refuse a short secret, a bad proxy address or certificate now, with a clear error
         if io.secret is not None:
             check_secret(io.secret)
+        build_codes(join_codes=io.join_codes, teacher_codes=io.teacher_codes, observer_codes=io.observer_codes)
         parse_proxies(io.trusted_proxies)
         io.ssl_context()
     except ValueError as error:  # ServerConfigError is one
@@ -135,8 +147,14 @@ def main(argv: list[str] | None = None) -> None:
     run.add_argument("--host", default=DEFAULT_HOST, help=f"interface to listen on (default {DEFAULT_HOST})")
     run.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
     run.add_argument("--secret", help="sign and require tokens, at least 32 bytes (or PLUV_WIDGET_SECRET)")
-    run.add_argument("--join-code", help="hand tokens to notebooks that present this code at /token "
-                                         "(without --secret, one is generated and kept in the data directory)")
+    run.add_argument("--join-code", action="append", default=[], metavar="CODE[@PREFIX]",
+                     help="hand student tokens to notebooks that present this code at /token, for rooms starting "
+                          "with PREFIX if given (repeatable; without --secret, one is generated and kept in the "
+                          "data directory)")
+    run.add_argument("--teacher-code", action="append", default=[], metavar="CODE[@PREFIX]",
+                     help="the same, for teacher tokens (repeatable)")
+    run.add_argument("--observer-code", action="append", default=[], metavar="CODE[@PREFIX]",
+                     help="the same, for observer (read-only) tokens (repeatable)")
     place = run.add_mutually_exclusive_group()
     place.add_argument("--data-dir", help="SQLite store folder (default $PLUV_WIDGET_HOME/data)")
     place.add_argument("--memory", action="store_true", help="keep storage in memory only")
@@ -146,6 +164,12 @@ def main(argv: list[str] | None = None) -> None:
     run.add_argument("--trusted-proxy", action="append", default=[], metavar="ADDR",
                      help="believe X-Forwarded-For from this proxy address (repeatable)")
     add_hub_arguments(run)
+    run.add_argument("--protected-root", action="append", default=[], metavar="ROOT",
+                     help="a storage root clients only read (written by the server), repeatable")
+    run.add_argument("--teacher-only-root", action="append", default=[], metavar="ROOT",
+                     help="a protected root teachers may also write directly, repeatable")
+    run.add_argument("--storage-ttl", type=float, metavar="SECONDS",
+                     help="drop a room's storage this long after its generation began")
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     run.set_defaults(func=serve)
     commands.add_parser("status", help="show the local server").set_defaults(func=status)

@@ -39,6 +39,13 @@ class ServerConfig:
     path_prefix: str = ""  # every route also answers under it (a JupyterHub service's prefix)
     trusted_proxies: frozenset[str] = frozenset()  # X-Forwarded-For is believed from these only
     procedures: Mapping[str, Procedure] = field(default_factory=lambda: MappingProxyType({}))
+    #: Roots of each room's protected document (read-only for clients, written by the server);
+    #: the widget's ``messages`` always live there. Teacher-only roots: teachers may also write them.
+    protected_roots: tuple[str, ...] = ()
+    teacher_only_roots: tuple[str, ...] = ()
+    #: Drop a room's storage (back to its initial storage, new generation) this long after its
+    #: generation began; None: never.
+    storage_ttl_s: float | None = None
     on_user_connected: Hook | None = None
     on_user_disconnected: Hook | None = None
     on_room_destroyed: Hook | None = None

@@ -23,7 +23,7 @@ from websockets.exceptions import ConnectionClosed
 
 from ..core import Member
 from ..core.server_room import update_problem
-from ..protocol import CloseCode, ErrorCode, Join, ProtocolError, is_valid_room_name
+from ..protocol import TEACHER, CloseCode, ErrorCode, Join, ProtocolError, is_valid_room_name
 from ..protocol.routes import parse_room_path
 from .config import ServerConfig
 from .guard import ConnectionGate, GuardedConnection
@@ -61,7 +61,9 @@ class ConnectionHandler:
             await socket.close(CloseCode.INVALID_ROOM, f"invalid room name {name[:64]!r}")
             return
         connection_id = secrets.token_urlsafe(9)
-        user: dict[str, Any] = {"id": connection_id}
+        # Without auth (the zero-config local server) there is no one to tell people apart: each
+        # connection is its own person, and everyone may do everything, so everyone is a teacher.
+        user: dict[str, Any] = {"id": connection_id, "role": TEACHER}
         if self.config.secret is not None:
             try:
                 user = verify_token(self.config.secret, token, room=name)
@@ -91,11 +93,16 @@ class ConnectionHandler:
         room = await self._enter(socket, name, join.initial_storage)
         if room is None:
             return
+        if str(user["id"]) in room.core.rules.removed:
+            log.info("refused a connection to %s: user %s was removed", name, user["id"])
+            self.registry.release(room)
+            await socket.close(CloseCode.REMOVED, "a teacher removed you from this room")
+            return
         if self.gate is not None and isinstance(socket, GuardedConnection):
             self.gate.joined(socket)
         self.connections += 1
         try:
-            await room.join(socket, Member(connection_id, user, join.presence), join.metadata)
+            await room.join(socket, Member(connection_id, user, join.presence), join.metadata, join.generation)
             log.info("room %s: %s joined (user %s)", name, connection_id, user["id"])
             await self._serve(socket, room, connection_id)
         except ConnectionClosed:

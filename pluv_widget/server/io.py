@@ -75,6 +75,9 @@ class PluvIO:
         on_user_disconnected: Hook | None = None,
         on_room_destroyed: Hook | None = None,
         on_storage_updated: Hook | None = None,
+        protected_roots: Iterable[str] = (),
+        teacher_only_roots: Iterable[str] = (),
+        storage_ttl_s: float | None = None,
     ) -> None:
         self.secret = secret
         self.user_model = user
@@ -106,6 +109,15 @@ class PluvIO:
         self.on_user_disconnected = on_user_disconnected
         self.on_room_destroyed = on_room_destroyed
         self.on_storage_updated = on_storage_updated
+        #: Storage roots clients may only read: they live in each room's protected document,
+        #: written by the server (procedures, ``update_storage(..., protected=True)``). The
+        #: widget's ``messages`` always live there (written by the ``messages.*`` procedures).
+        #: Teacher-only roots are protected roots a teacher's client may also write directly.
+        self.protected_roots = list(protected_roots)
+        self.teacher_only_roots = list(teacher_only_roots)
+        #: Seconds after which a room's storage is dropped (reset to its initial storage, with a
+        #: new generation); None: kept for ever.
+        self.storage_ttl_s = storage_ttl_s
         self.procedures: dict[str, Procedure] = {}
         self.server: RoomServer | None = None
 
@@ -190,6 +202,9 @@ class PluvIO:
             path_prefix=self.path_prefix,
             trusted_proxies=trusted_proxies,
             procedures=MappingProxyType(dict(self.procedures)),
+            protected_roots=tuple(dict.fromkeys(self.protected_roots)),
+            teacher_only_roots=tuple(dict.fromkeys(self.teacher_only_roots)),
+            storage_ttl_s=self.storage_ttl_s,
             on_user_connected=self.on_user_connected,
             on_user_disconnected=self.on_user_disconnected,
             on_room_destroyed=self.on_room_destroyed,
@@ -243,10 +258,22 @@ class PluvIO:
         """The room's committed storage as JSON (loads it if no one is in the room)."""
         return await self._running().storage_json(room)
 
-    async def update_storage(self, room: str, edit: StorageEdit) -> None:
+    async def update_storage(self, room: str, edit: StorageEdit, *, protected: bool = False) -> None:
         """Edit a room's storage as the server: ``edit(doc)`` runs on a copy; its changes are
-        committed and relayed like any client's update."""
-        await self._running().update_storage(room, edit)
+        committed and relayed like any client's update. ``protected``: edit the room's protected
+        document instead (the roots of ``protected_roots``, which clients cannot write)."""
+        await self._running().update_storage(room, edit, protected=protected)
+
+    async def call(self, room: str, procedure: str, input: Any, *,  # noqa: A002 - the wire's name
+                   user: dict[str, Any] | None = None) -> Any:
+        """Run a built-in procedure (``messages.post``, ``room.reset``...) as the server, or as
+        ``user`` (checked like a member with that user's role); returns its result or raises
+        :class:`~pluv_widget.errors.PermissionDenied` / :class:`~pluv_widget.errors.ProcedureError`."""
+        return await self._running().call(room, procedure, input, user=user)
+
+    async def moderation_log(self, room: str, limit: int | None = None) -> list[dict[str, Any]]:
+        """The room's moderation log (who did what, when), oldest first."""
+        return await self._running().moderation_log(room, limit)
 
     def rooms(self) -> list[str]:
         return self._running().room_names()

@@ -18,8 +18,11 @@ as one snapshot of the good state.
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
 import logging
+import secrets
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -28,13 +31,16 @@ import websockets
 from websockets.asyncio.server import ServerConnection
 
 from ..core import Action, Commit, Invoke, Member, Mirror, Resync, Send, ServerRoom
-from ..core.envelopes import Envelope, StorageUpdated
-from ..core.server_room import replay, update_problem
+from ..core.actions import ProtectedEdit
+from ..core.envelopes import Envelope, RulesChanged, StorageUpdated
+from ..core.permissions import Refusal, Role, RoomRules
+from ..core.server_room import replay, result, update_problem
 from ..crdt import untyped_to_json
-from ..protocol import EMPTY_UPDATE, ErrorCode, ErrorMessage
+from ..protocol import EMPTY_UPDATE, CloseCode, ErrorCode, ErrorMessage
 from .config import ServerConfig
 from .guard import may_send
 from .hooks import Context, call_hook
+from .moderation import BUILTINS, run_builtin
 from .procedures import Refused, run_procedure
 from .storage.base import StorageUnavailableError
 
@@ -45,6 +51,16 @@ COMPACT_AFTER_UPDATES = 500
 COMPACT_MIN_TAIL_BYTES = 64 * 1024
 
 StorageEdit = Callable[[pycrdt.Doc[Any]], Awaitable[None] | None]
+#: The store keeps a room's protected document as the room ``<name>#protected`` ('#' is never
+#: in a room name).
+PROTECTED_SUFFIX = "#protected"
+#: Compact the protected document's history after this many updates.
+COMPACT_PROTECTED_AFTER = 200
+
+
+def state_scope(room: str) -> str:
+    """The state store's scope (and log) of a room's moderation state."""
+    return f"room:{room}"
 
 
 class LiveRoom:
@@ -54,7 +70,12 @@ class LiveRoom:
         self.name = name
         self.config = config
         self.node = node
-        self.core = ServerRoom(name, limits=config.limits, procedures=config.procedures)
+        self.core = ServerRoom(name, limits=config.limits, procedures=config.procedures,
+                               protected_roots=config.protected_roots, teacher_only_roots=config.teacher_only_roots,
+                               default_role=Role.STUDENT if config.auth else Role.TEACHER)
+        self._protected_lock = asyncio.Lock()
+        self._closings: set[asyncio.Future[None]] = set()
+        self._protected_updates = 0
         self.sockets: dict[str, ServerConnection] = {}
         self.holders = 0  # connections and server calls using the room; at 0 it is closed
         self.metadata: dict[str, Any] = {}
@@ -76,7 +97,10 @@ class LiveRoom:
         """
         await self.config.pubsub.subscribe(self.name, self.node, self._on_envelope)
         try:
+            await self._load_rules()
             await self._load_stored()
+            await self._load_protected()
+            await self.expire_if_due()
         except BaseException:
             await self.config.pubsub.unsubscribe(self.name, self.node)
             raise
@@ -99,6 +123,27 @@ class LiveRoom:
         await persistence.compact(self.name, snapshot, len(updates))
         self.core.compacted(len(snapshot))
         self._stored_updates, self._tail_bytes, self._snapshot_bytes = 1, 0, len(snapshot)
+
+    async def _load_rules(self) -> None:
+        persistence = self.config.persistence
+        stored = await persistence.get_value(state_scope(self.name), "rules")
+        if stored is None:  # the first generation begins now (the storage expiry counts from it)
+            fresh = RoomRules(generation_since=time.time())
+            await persistence.put_value(state_scope(self.name), "rules", fresh.to_json(), if_absent=True)
+            stored = await persistence.get_value(state_scope(self.name), "rules")
+        self.core.rules = RoomRules.from_json(stored)
+
+    async def _load_protected(self) -> None:
+        updates = await self.config.persistence.load(self.name + PROTECTED_SUFFIX)
+        bad = self.core.load_protected(updates)
+        self._protected_updates = len(updates)
+        for update, reason in bad:
+            log.warning("room %s: quarantined a protected update of %d bytes: %s", self.name, len(update), reason)
+            await self.config.persistence.quarantine(self.name + PROTECTED_SUFFIX, update, reason)
+        if bad:
+            await self.config.persistence.compact(self.name + PROTECTED_SUFFIX, self.core.protected.get_update(),
+                                                  len(updates))
+            self._protected_updates = 1
 
     async def close(self) -> None:
         """Finish pending commits and stop hearing other processes (the room is empty here)."""
@@ -123,6 +168,9 @@ class LiveRoom:
                 log.warning("room %s: initial storage refused: %s", self.name, problem)
                 return
             if await self.config.persistence.claim_initial(self.name, update):
+                # Kept for ``room.reset`` and the storage expiry: the room's initial storage.
+                await self.config.persistence.put_value(state_scope(self.name), "initial",
+                                                        base64.b64encode(update).decode("ascii"))
                 self.core.load([update])
                 self._stored_updates = 1
                 self._snapshot_bytes = len(update)
@@ -131,7 +179,8 @@ class LiveRoom:
             else:
                 await self._load_stored()  # another process won the claim: its storage is the room's
 
-    async def join(self, socket: ServerConnection, member: Member, metadata: Any) -> None:
+    async def join(self, socket: ServerConnection, member: Member, metadata: Any,
+                   generation: str | None = None) -> None:
         self.sockets[member.connection_id] = socket
         self.metadata[member.connection_id] = metadata
         # The joiner's frames (its welcome first) wait until its join is published: with a
@@ -139,7 +188,7 @@ class LiveRoom:
         # on any process has it in their first snapshot.
         self._held[member.connection_id] = []
         try:
-            await self._run(self.core.join(member))
+            await self._run(self.core.join(member, generation=generation))
         finally:
             held = self._held.pop(member.connection_id)
             for frame in held:
@@ -159,13 +208,156 @@ class LiveRoom:
         await self._run(self.core.receive(connection_id, frame))
 
     async def _invoke(self, call: Invoke) -> None:
+        """Run a procedure the core allowed; answer a ``call`` with its result or refusal."""
+        if call.event in BUILTINS:
+            try:
+                answer = await run_builtin(self, call.event, call.data, self._caller(call.connection_id))
+            except StorageUnavailableError as error:
+                answer = Refusal(ErrorCode.STORAGE_UNAVAILABLE, f"the server could not store it: {error}")
+            except Exception as error:
+                log.exception("room %s: built-in procedure %s failed", self.name, call.event)
+                answer = Refusal(ErrorCode.PROCEDURE_FAILED, f"{call.event!r} failed: {error}")
+            if isinstance(answer, Refusal):
+                self.send_error(call.connection_id, answer.code, answer.message, call_id=call.call_id)
+            elif call.call_id is not None:
+                self._send(result(call.connection_id, call.call_id, answer))
+            return
         procedure = self.config.procedures[call.event]
         outputs = await run_procedure(procedure, call.data, self._context(call.connection_id))
         if isinstance(outputs, Refused):
-            self.send_error(call.connection_id, outputs.code, outputs.message)
+            self.send_error(call.connection_id, outputs.code, outputs.message, call_id=call.call_id)
             return
         for event, payload in outputs.items():
             await self.emit(event, payload, sender=call.connection_id)
+        if call.call_id is not None:
+            self._send(result(call.connection_id, call.call_id, outputs))
+
+    def _caller(self, connection_id: str | None) -> dict[str, Any]:
+        member = self.core.members.get(connection_id)
+        return {"user": dict(member.user) if member else {"id": "server", "name": "server"},
+                "presence": dict(member.presence) if member else {},
+                "role": self.core.role(connection_id) if member else Role.TEACHER}
+
+    # -- the protected document and moderation ----------------------------------------------
+
+    async def update_protected(self, edit: Callable[[pycrdt.Doc[Any]], Any]) -> Any:
+        """Run ``edit(doc)`` on a copy of the protected document (one at a time); persist what it
+        changed, then commit and relay it. Returns what ``edit`` returned (an awaitable is awaited)."""
+        async with self._protected_lock:
+            copy: pycrdt.Doc[Any] = pycrdt.Doc()
+            copy.apply_update(self.core.protected.get_update())
+            before = copy.get_state()
+            answer = edit(copy)
+            if asyncio.iscoroutine(answer):
+                answer = await answer
+            await self._commit_protected(copy.get_update(before))
+            return answer
+
+    async def _commit_protected(self, update: bytes) -> None:
+        if update == EMPTY_UPDATE:
+            return
+        await self.config.persistence.append(self.name + PROTECTED_SUFFIX, update)
+        self._protected_updates += 1
+        await self._run(self.core.commit_protected(update))
+        if self._protected_updates >= COMPACT_PROTECTED_AFTER:
+            snapshot = self.core.protected.get_update()
+            await self.config.persistence.compact(self.name + PROTECTED_SUFFIX, snapshot, self._protected_updates)
+            self._protected_updates = 1
+
+    async def _protected_edit(self, action: ProtectedEdit) -> None:
+        """A teacher's protected update (teacher-only roots): proven on a copy, then committed."""
+        async with self._protected_lock:
+            proof: pycrdt.Doc[Any] = pycrdt.Doc()
+            proof.apply_update(self.core.protected.get_update())
+            problem = ServerRoom._prove(proof, action.update)  # checked, applied, nothing left pending
+            if problem is not None:
+                self.send_error(action.connection_id, ErrorCode.STORAGE_REJECTED,
+                                f"protected update refused: {problem}")
+                return
+            await self._commit_protected(action.update)
+
+    async def log(self, caller: dict[str, Any], action: str, target: str | None) -> None:
+        """Add a moderation action to the room's durable log: who, what, when."""
+        user = caller["user"]
+        entry = {"at": time.time(), "by": str(user.get("id", "")), "by_name": str(user.get("name", "")),
+                 "role": str(caller["role"]), "action": action, "target": target}
+        await self.config.persistence.append_log(state_scope(self.name), entry)
+
+    async def change_rules(self, change: Callable[[RoomRules], Any]) -> None:
+        """Change the room's moderation state: stored, adopted, published; removed users' local
+        connections are closed with 4009."""
+        rules = RoomRules.from_json(self.core.rules.to_json())
+        change(rules)
+        await self.config.persistence.put_value(state_scope(self.name), "rules", rules.to_json())
+        await self._run(self.core.set_rules(rules))
+        self._close_removed()
+
+    def _close_removed(self) -> None:
+        for member in list(self.core.members):
+            if member.local and member.user_id in self.core.rules.removed:
+                socket = self.sockets.get(member.connection_id)
+                if socket is not None:
+                    self._closing_soon(socket, CloseCode.REMOVED, "a teacher removed you from this room")
+
+    async def new_generation(self, caller: dict[str, Any] | None, reason: str) -> None:
+        """Give the room a new generation and close every connection with 4010: clients reconnect,
+        see it in ``welcome`` and reload (one that was offline discards its older document)."""
+        def bump(rules: RoomRules) -> None:
+            rules.generation = secrets.token_hex(8)
+            rules.generation_since = time.time()
+
+        await self.change_rules(bump)
+        log.info("room %s: new generation %s (%s)", self.name, self.core.rules.generation, reason)
+        self._close_all(reason)
+
+    def _close_all(self, reason: str) -> None:
+        for socket in list(self.sockets.values()):
+            self._closing_soon(socket, CloseCode.ROOM_RESET, reason[:100])
+
+    def _closing_soon(self, socket: ServerConnection, code: int, reason: str) -> None:
+        """Close ``socket`` in a task (frames already sent go first)."""
+        task = asyncio.ensure_future(socket.close(code, reason))
+        self._closings.add(task)
+        task.add_done_callback(self._closings.discard)
+
+    async def reset_storage(self, caller: dict[str, Any] | None, reason: str) -> None:
+        """Back to the room's initial storage (its protected document emptied), with a new
+        generation. Both histories are replaced in the store."""
+        persistence = self.config.persistence
+        async with self._storage_lock, self._protected_lock:
+            await self.flushed()
+            stored = await persistence.get_value(state_scope(self.name), "initial")
+            initial = base64.b64decode(stored) if isinstance(stored, str) else EMPTY_UPDATE
+            count = len(await persistence.load(self.name))
+            await persistence.compact(self.name, initial, count)
+            protected = len(await persistence.load(self.name + PROTECTED_SUFFIX))
+            await persistence.compact(self.name + PROTECTED_SUFFIX, EMPTY_UPDATE, protected)
+            self.core.load_stored([initial])
+            self.core.load_protected([])
+            self._stored_updates, self._tail_bytes, self._snapshot_bytes = 1, 0, len(initial)
+            self._protected_updates = 1
+        await self.new_generation(caller, reason)
+
+    async def expire_if_due(self) -> None:
+        """Drop the room's storage once ``storage_ttl_s`` passed since its generation began."""
+        ttl = self.config.storage_ttl_s
+        if ttl is None or time.time() - self.core.rules.generation_since < ttl:
+            return
+        server = {"user": {"id": "server", "name": "server"}, "presence": {}, "role": Role.TEACHER}
+        await self.log(server, "room.expire", None)
+        await self.reset_storage(None, "the room's storage expired")
+
+    async def _adopt_rules(self, envelope: RulesChanged) -> None:
+        """Another process changed the rules: adopt them; after a new generation, reload."""
+        before = self.core.rules.generation
+        await self._run(self.core.apply_envelope(envelope))
+        self._close_removed()
+        if self.core.rules.generation != before:
+            async with self._storage_lock, self._protected_lock:
+                await self.flushed()
+                await self._load_stored()
+                await self._load_protected()
+            self._close_all("the room was reset")
 
     async def emit(self, event: str, data: Any, *, sender: str | None = None) -> None:
         """Broadcast ``event`` to the whole room, here and on other processes."""
@@ -210,8 +402,12 @@ class LiveRoom:
         self.core.compacted(len(snapshot))
         self._stored_updates, self._tail_bytes, self._snapshot_bytes = 1, 0, len(snapshot)
 
-    async def update_storage(self, edit: StorageEdit) -> None:
-        """Run ``edit`` on a copy of the document; commit and relay what it changed."""
+    async def update_storage(self, edit: StorageEdit, *, protected: bool = False) -> None:
+        """Run ``edit`` on a copy of the document; commit and relay what it changed.
+        ``protected``: the protected document."""
+        if protected:
+            await self.update_protected(edit)
+            return
         copy: pycrdt.Doc[Any] = pycrdt.Doc()
         copy.apply_update(self.core.doc.get_update())
         before = copy.get_state()
@@ -251,6 +447,10 @@ class LiveRoom:
                 missing = stored.get_update(self.core.doc.get_state())
                 if missing != EMPTY_UPDATE:
                     await self._run(self.core.commit(missing))
+                stored_protected = replay(await persistence.load(self.name + PROTECTED_SUFFIX)).doc
+                missing = stored_protected.get_update(self.core.protected.get_state())
+                if missing != EMPTY_UPDATE:
+                    await self._run(self.core.commit_protected(missing, mirror=False))
         except StorageUnavailableError as error:
             log.warning("room %s: resynchronising storage failed (%s); the next recovery retries", self.name, error)
         except Exception:
@@ -268,6 +468,9 @@ class LiveRoom:
             log.warning("room %s: pub/sub publish failed; serving local connections only", self.name)
 
     async def _on_envelope(self, envelope: Envelope) -> None:
+        if isinstance(envelope, RulesChanged):
+            await self._adopt_rules(envelope)
+            return
         await self._run(self.core.apply_envelope(envelope))
 
     # -- output -----------------------------------------------------------------------------
@@ -282,6 +485,8 @@ class LiveRoom:
                 await self._publish(action.envelope)
             elif isinstance(action, Resync):
                 await self.resync(reseed=action.reseed)
+            elif isinstance(action, ProtectedEdit):
+                await self._protected_edit(action)
             else:
                 await self._invoke(action)
 
@@ -300,8 +505,8 @@ class LiveRoom:
         if targets:
             websockets.broadcast(targets, send.frame)
 
-    def send_error(self, connection_id: str, code: ErrorCode, text: str) -> None:
-        self._send(Send(ErrorMessage(code, text).encode(), to=(connection_id,)))
+    def send_error(self, connection_id: str, code: ErrorCode, text: str, *, call_id: int | None = None) -> None:
+        self._send(Send(ErrorMessage(code, text, call_id).encode(), to=(connection_id,)))
 
     def _context(self, connection_id: str | None) -> Context:
         member = self.core.members.get(connection_id)

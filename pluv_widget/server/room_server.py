@@ -169,6 +169,30 @@ class RoomServer:
         async with self.registry.held(name) as room:
             return room.storage_json()
 
-    async def update_storage(self, name: str, edit: StorageEdit) -> None:
+    async def update_storage(self, name: str, edit: StorageEdit, *, protected: bool = False) -> None:
         async with self.registry.held(name) as room:
-            await room.update_storage(edit)
+            await room.update_storage(edit, protected=protected)
+
+    async def call(self, name: str, procedure: str, data: Any, *, user: dict[str, Any] | None = None) -> Any:
+        """Run a built-in procedure as the server (a teacher), or as ``user`` (its role checked)."""
+        from ..core.permissions import BUILTIN_PROCEDURES, Refusal, Role, call_refusal, role_of
+        from ..errors import procedure_error
+        from .moderation import BUILTINS, run_builtin
+
+        rule = BUILTIN_PROCEDURES.get(procedure)
+        if rule is None or procedure not in BUILTINS:
+            raise procedure_error("unknown_procedure", f"no built-in procedure {procedure!r}")
+        async with self.registry.held(name) as room:
+            who = user or {"id": "server", "name": "server"}
+            role = role_of(user, room.core.default_role) if user else Role.TEACHER
+            caller: dict[str, Any] = {"user": who, "presence": {}, "role": role}
+            refusal = call_refusal(rule, procedure, role, str(who.get("id", "")), room.core.rules)
+            answer = refusal if refusal is not None else await run_builtin(room, procedure, data, caller)
+            if isinstance(answer, Refusal):
+                raise procedure_error(answer.code, answer.message)
+            return answer
+
+    async def moderation_log(self, name: str, limit: int | None = None) -> list[dict[str, Any]]:
+        from .live_room import state_scope
+
+        return await self.config.persistence.read_log(state_scope(name), limit)

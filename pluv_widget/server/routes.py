@@ -1,10 +1,15 @@
 """The HTTP routes, on the WebSocket port (the contract is :mod:`pluv_widget.protocol.routes`).
 
 * ``GET /health`` — a ``Health`` object: how the local launcher recognises our server.
-* ``GET /token?room=R&name=N&join_code=C`` — ``{"token": ..., "user": {...}}`` for the classroom
-  flow (``create_io(join_code=...)``, or a deployment's ``mint_user``); 404 without a secret,
-  403 when refused, 400 for a bad room or name, 429 (with ``Retry-After``) after too many
-  refusals from one source address (``Limits.max_wrong_codes_per_min``: guessing is slow).
+* ``GET /token?room=R&name=N&join_code=C[&claim=K]`` — ``{"token": ..., "user": {"id", "name",
+  "role"}, "claim": K}`` for the classroom flow (join, teacher and observer codes, see
+  :mod:`.access`: the role is the matched code's), or a deployment's ``mint_user``; 404 without a
+  secret, 403 when refused (a wrong code, or a code not valid for this room), 400 for a bad room
+  or name, 409 for a name someone else claimed (:mod:`.claims`), 429 (with ``Retry-After``) after
+  too many refusals from one source address (``Limits.max_wrong_codes_per_min``: guessing is slow).
+* ``POST /names/release?room=R&name=N`` with a teacher's token for room R (``Authorization:
+  Bearer T`` or ``&token=T``) — ``{"released": bool}``: frees the name in every claim scope that
+  covers R; 403 for a student's or observer's token.
 
 A request from a trusted proxy is first re-keyed by its ``X-Forwarded-For`` client (503 when
 that client is over its socket limits, see :mod:`.guard`). Anything else is a WebSocket
@@ -13,7 +18,6 @@ handshake and goes on to the connection handler.
 
 from __future__ import annotations
 
-import hmac
 import inspect
 import logging
 import math
@@ -26,12 +30,25 @@ from pydantic import ValidationError
 from websockets.asyncio.server import ServerConnection
 from websockets.http11 import Request, Response
 
-from ..protocol import encode_json, is_valid_room_name
-from ..protocol.routes import HEALTH_PATH, TOKEN_PATH, Health, query_params, request_path
+from ..errors import TokenError
+from ..protocol import TEACHER, encode_json, is_valid_room_name, role_of
+from ..protocol.routes import (
+    CLAIM_PARAM,
+    HEALTH_PATH,
+    RELEASE_NAME_PATH,
+    TOKEN_PATH,
+    Health,
+    query_params,
+    request_path,
+)
+from .access import match_code
+from .claims import NameTaken, claim_name, release_name
 from .config import ServerConfig
 from .guard import ConnectionGate, GuardedConnection
 from .hub import unprefixed
-from .tokens import TokenRequest
+from .names import BadNameError, normalize_name
+from .storage.base import StorageUnavailableError
+from .tokens import TokenRequest, verify_token
 
 log = logging.getLogger("pluv_widget.server")
 
@@ -89,6 +106,8 @@ class HttpRoutes:
             return _json(connection, HTTPStatus.OK, dict(self.health()))
         if path == TOKEN_PATH:
             return await self._token(connection, request, query_params(request.path))
+        if path == RELEASE_NAME_PATH:
+            return await self._release(connection, request, query_params(request.path))
         return None
 
     async def _token(self, connection: ServerConnection, request: Request, params: dict[str, str]) -> Response:
@@ -113,15 +132,15 @@ class HttpRoutes:
         if config.mint_user is not None:
             minted = config.mint_user(ask)
             user = await minted if inspect.isawaitable(minted) else minted
-        elif config.join_code is None:
+        elif not config.access_codes:
             return _json(connection, HTTPStatus.FORBIDDEN, {"error": "the token route is closed (no join code)"})
-        elif not _same_code(ask.join_code or "", config.join_code):
-            self.limiter.refused(source)
-            log.info("token refused for room %s: wrong join code from %s", room, source)
-            return _json(connection, HTTPStatus.FORBIDDEN, {"error": "wrong join code"})
         else:
-            # In a class, the display name is the identity: the same name in two tabs is one person.
-            user = {"id": name, "name": name}
+            code = match_code(ask.join_code or "", config.access_codes, room)
+            if code is None:  # wrong, or not valid for this room: the same answer, the same cost
+                self.limiter.refused(source)
+                log.info("token refused for room %s: wrong join code from %s", room, source)
+                return _json(connection, HTTPStatus.FORBIDDEN, {"error": "wrong join code"})
+            return await self._claimed_token(connection, room, name, code.prefix, code.role, params.get(CLAIM_PARAM))
         if user is None:
             self.limiter.refused(source)
             return _json(connection, HTTPStatus.FORBIDDEN, {"error": "token refused"})
@@ -129,12 +148,53 @@ class HttpRoutes:
             token = config.create_token(room=room, user=user)
         except (ValidationError, ValueError) as error:
             return _json(connection, HTTPStatus.BAD_REQUEST, {"error": str(error)})
-        return _json(connection, HTTPStatus.OK, {"token": token, "user": user})
+        return _json(connection, HTTPStatus.OK, {"token": token, "user": {**user, "role": role_of(user)}})
 
+    async def _claimed_token(self, connection: ServerConnection, room: str, raw_name: str, prefix: str,
+                             role: Any, claim: str | None) -> Response:
+        """Under a code the name is the identity, held by whoever claimed it first (:mod:`.claims`)."""
+        try:
+            name = normalize_name(raw_name)
+        except BadNameError as error:
+            return _json(connection, HTTPStatus.BAD_REQUEST, {"error": f"invalid name: {error}"})
+        try:
+            identity = await claim_name(self.config.persistence, prefix, name, secret=claim or None, role=role)
+        except NameTaken as taken:
+            log.info("token refused for room %s: the name %r is claimed", room, name)
+            return _json(connection, HTTPStatus.CONFLICT, {"error": taken.reason})
+        except StorageUnavailableError as error:
+            return _json(connection, HTTPStatus.SERVICE_UNAVAILABLE, {"error": str(error)})
+        user = {"id": identity.id, "name": identity.name, "role": role}
+        token = self.config.create_token(room=room, user=user)
+        return _json(connection, HTTPStatus.OK, {"token": token, "user": user, "claim": identity.claim})
 
-def _same_code(given: str, expected: str) -> bool:
-    """Compare join codes in constant time, as UTF-8 bytes (any Unicode code works)."""
-    return hmac.compare_digest(given.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass"))
+    async def _release(self, connection: ServerConnection, request: Request, params: dict[str, str]) -> Response:
+        """A teacher frees a claimed name in every claim scope covering the token's room."""
+        config = self.config
+        if getattr(request, "method", "GET") != "POST":
+            return _json(connection, HTTPStatus.METHOD_NOT_ALLOWED, {"error": "POST to release a name"})
+        if config.secret is None:
+            return _json(connection, HTTPStatus.NOT_FOUND, {"error": "this server does not use tokens"})
+        room, name = params.get("room", ""), params.get("name", "")
+        authorization = request.headers.get("Authorization", "")
+        token = authorization[7:].strip() if authorization[:7].lower() == "bearer " else params.get("token")
+        try:
+            user = verify_token(config.secret, token, room=room)
+        except TokenError as error:
+            return _json(connection, HTTPStatus.FORBIDDEN, {"error": error.reason})
+        if role_of(user) != TEACHER:
+            return _json(connection, HTTPStatus.FORBIDDEN, {"error": "only a teacher can release a name"})
+        try:
+            name = normalize_name(name)
+        except BadNameError as error:
+            return _json(connection, HTTPStatus.BAD_REQUEST, {"error": f"invalid name: {error}"})
+        prefixes = sorted({code.prefix for code in config.access_codes if code.admits(room)})
+        try:
+            released = await release_name(config.persistence, prefixes, name)
+        except StorageUnavailableError as error:
+            return _json(connection, HTTPStatus.SERVICE_UNAVAILABLE, {"error": str(error)})
+        log.info("room %s: %s released the name %r", room, user.get("id"), name)
+        return _json(connection, HTTPStatus.OK, {"released": released})
 
 
 def _peer(connection: ServerConnection) -> str:

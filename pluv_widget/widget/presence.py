@@ -6,6 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from ..protocol.roles import role_of
 from .identity import color_for
 
 
@@ -20,11 +21,14 @@ class WidgetPresence(BaseModel):
 
 
 def me_view(room: Any) -> dict[str, Any]:
-    """The ``me`` traitlet: my connection, name, colour and whole presence."""
+    """The ``me`` traitlet: my connection, user id, role (``""`` until the server said), name,
+    colour and whole presence."""
     presence = dict(room.my_presence)
     myself = room.myself
     return {
         "connection_id": myself.connection_id if myself else "",
+        "id": myself.id if myself else "",
+        "role": role_of(myself.info) if myself else "",
         "name": presence.get("name", ""),
         "color": presence.get("color", ""),
         "presence": presence,
@@ -38,6 +42,7 @@ def person_view(user: Any) -> dict[str, Any]:
         "connection_id": user.connection_id,
         "connection_ids": list(user.connection_ids),
         "id": user.id,
+        "role": role_of(user.info),
         "name": presence.get("name") or user.info.get("name") or user.id,
         "color": presence.get("color") or color_for(user.id),
         "presence": presence,

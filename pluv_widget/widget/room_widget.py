@@ -8,7 +8,9 @@ It runs on the client's loop (the kernel's own loop in Jupyter):
   the latest state always arrives, and a new message costs one row however long the list is.
 * browser → room: the view sets the ``selection`` traitlet itself; the widget observes it and
   updates my presence (``update_my_presence`` is thread-safe). A post is a ``{type: "post",
-  text}`` message, and ``{type: "sync-request"}`` asks for the whole list. With JupyterLab's
+  text}`` message (the widget calls the server's ``messages.post``: the ``messages`` list is
+  protected storage, written by the server only, which stamps the author from the token), and
+  ``{type: "sync-request"}`` asks for the whole list. With JupyterLab's
   comms over subshells both arrive on another thread with another loop: the observer only calls
   thread-safe methods, and messages are handed to the client's loop with ``client.call_soon``.
 """
@@ -19,6 +21,7 @@ import asyncio
 import logging
 import threading
 from collections.abc import Callable
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +32,16 @@ from pydantic import BaseModel
 
 from .. import crdt
 from ..client import PluvRoom, create_client
+from ..client.auth import post_release_name
+from ..client.room import Pending as Answer
+from ..errors import AuthorizationError, PermissionDenied
+from ..protocol.roles import TEACHER, role_of
+from ..protocol.routes import release_name_url
 from . import registry
+from .claims import ClaimingEndpoint
 from .feed import MessageFeed
 from .messages import MESSAGES, new_message
+from .pending import Pending
 from .presence import WidgetPresence, me_view, person_view
 from .settings import WidgetSettings, reconnect_backoff_ms
 from .throttle import Throttle
@@ -50,7 +60,10 @@ class RoomWidget(anywidget.AnyWidget):
     initial_presence=None, reconnect_timeout_ms=reconnect_backoff_ms)``.
 
     ``w.post(text)`` and ``w.select(message_id)`` do what the browser does; ``w.others`` and
-    ``w.messages`` mirror the room; ``w.room`` is the client room itself (custom presence,
+    ``w.messages`` mirror the room; ``w.delete_message(id)``, ``w.clear_messages()`` and the
+    teacher's moderation (``remove_user``, ``readmit_user``, ``mute``, ``unmute``, ``lock``,
+    ``unlock``, ``reset_room``) return an awaitable that resolves once the server applied it;
+    ``w.room`` is the client room itself (custom presence,
     storage, events); ``w.leave()`` leaves.
     """
 
@@ -81,7 +94,10 @@ class RoomWidget(anywidget.AnyWidget):
         super().__init__(room_name=room, **kwargs)
         settings = WidgetSettings.resolve(user=user, url=url, join_code=join_code)
         self.url = settings.url
-        self.client = create_client(presence=presence, ws_endpoint=settings.url, auth_endpoint=settings.auth_endpoint)
+        # The token route's answer carries this machine's claim on the name: kept and sent back.
+        self._endpoint = (ClaimingEndpoint(settings.auth_endpoint, server=settings.url, name=settings.name)
+                          if settings.auth_endpoint else None)
+        self.client = create_client(presence=presence, ws_endpoint=settings.url, auth_endpoint=self._endpoint)
         self._prepare_state()
         self.room = self._create_room(room, settings, initial_presence, reconnect_timeout_ms)
         self._unsubscribe = self._subscribe_to_room()
@@ -96,7 +112,6 @@ class RoomWidget(anywidget.AnyWidget):
         self._left = False
         self._feed = MessageFeed()
         self._watched: tuple[Any, Any] | None = None  # (array, subscription) being observed
-        self._pending_posts: list[dict[str, Any]] = []
         self._pushing_on: int | None = None  # the thread setting traitlets from the room
         self._pushes = Throttle(self.client.loop, self.client.call_soon, self._push, PUSH_INTERVAL_S)
 
@@ -137,12 +152,67 @@ class RoomWidget(anywidget.AnyWidget):
         return str(self.room.my_presence.get("name", ""))
 
     def post(self, text: str) -> str:
-        """Append a message to the room's shared list; returns its id. Thread-safe."""
+        """Post a message (the server's ``messages.post``: it stamps the author from the token);
+        returns the new message's id at once. A refusal (``muted``, ``room_locked``...) shows in
+        ``w.error``; an observer gets :class:`~pluv_widget.errors.PermissionDenied` at once.
+        Thread-safe."""
         message = new_message(self.room.my_presence, text)
         if self._left:
             raise RuntimeError("this widget has left its room")
-        self.client.call_soon(self._append, message)
+        self._check_role("post", allowed=("teacher", "student"))
+        self.room.call("messages.post", {"id": message["id"], "text": message["text"]})
         return str(message["id"])
+
+    def delete_message(self, message_id: str) -> Answer:
+        """Delete a message: students their own, teachers any. Awaitable (raises the refusal)."""
+        self._check_role("delete a message", allowed=("teacher", "student"))
+        return self._call("messages.delete", {"id": str(message_id)})
+
+    def clear_messages(self) -> Answer:
+        """Delete every message (teachers; the room gets a new generation). Awaitable."""
+        return self._teacher_call("messages.clear", {})
+
+    def remove_user(self, user_id: str) -> Answer:
+        """Remove a user (teachers): their connections close with 4009 and their tokens for this
+        room are refused until :meth:`readmit_user`. Awaitable."""
+        return self._teacher_call("users.remove", {"user_id": str(user_id)})
+
+    def readmit_user(self, user_id: str) -> Answer:
+        return self._teacher_call("users.readmit", {"user_id": str(user_id)})
+
+    def mute(self, user_id: str) -> Answer:
+        """Make a user read-only (teachers) until :meth:`unmute`. Awaitable."""
+        return self._teacher_call("users.mute", {"user_id": str(user_id)})
+
+    def unmute(self, user_id: str) -> Answer:
+        return self._teacher_call("users.unmute", {"user_id": str(user_id)})
+
+    def lock(self) -> Answer:
+        """Make the room read-only for students (teachers) until :meth:`unlock`. Awaitable."""
+        return self._teacher_call("room.lock", {})
+
+    def unlock(self) -> Answer:
+        return self._teacher_call("room.unlock", {})
+
+    def reset_room(self) -> Answer:
+        """Reset the room to its initial storage (teachers): a new generation; everyone reloads. Awaitable."""
+        return self._teacher_call("room.reset", {})
+
+    def _check_role(self, what: str, *, allowed: tuple[str, ...]) -> None:
+        role = self.room.role
+        if role not in allowed:
+            error = PermissionDenied(f"a {role} may not {what}")
+            self.client.call_soon(self._show_error, f"not allowed: {error.message}")
+            raise error
+
+    def _teacher_call(self, procedure: str, data: dict[str, Any]) -> Answer:
+        self._check_role(f"call {procedure!r} (teachers only)", allowed=("teacher",))
+        return self._call(procedure, data)
+
+    def _call(self, procedure: str, data: dict[str, Any]) -> Answer:
+        if self._left:
+            raise RuntimeError("this widget has left its room")
+        return self.room.call(procedure, data)  # a refusal also reaches w.error (subscribe.error)
 
     def select(self, message_id: str | None) -> None:
         """Select a message (others see it outlined in your colour); ``None`` clears. Thread-safe."""
@@ -177,6 +247,25 @@ class RoomWidget(anywidget.AnyWidget):
             unsubscribe()
             self.unobserve(wake, names=traitlets.All)
 
+    def release_name(self, name: str) -> Pending[bool]:
+        """Teachers: free ``name`` (and its look-alikes) so that someone else may take it; the
+        next person asking for it gets a new id. Returns an awaitable of whether a claim was
+        freed; raises :class:`~pluv_widget.errors.PermissionDenied` at once for a student or an
+        observer, and the server's refusal when awaited (also shown in ``w.error``)."""
+        myself = self.room.myself
+        if myself is not None and role_of(myself.info) != TEACHER:
+            error = PermissionDenied(f"only a teacher can release a name (you are a {role_of(myself.info)})")
+            self.client.call_soon(self._show_error, str(error))
+            raise error
+        endpoint, room = self._endpoint, self.room_name
+        if endpoint is None:  # no auth, no claims: nothing is held
+            return Pending(lambda: False)
+
+        def release() -> bool:
+            return post_release_name(release_name_url(self.url, room=room, name=name), endpoint.fetch(room))
+
+        return Pending(release, lambda error: self.client.call_soon(self._show_error, f"release_name: {error}"))
+
     def leave(self, reason: str = "") -> None:
         """Leave the room: others see you go. The widget stays, greyed."""
         if self._left:
@@ -197,14 +286,11 @@ class RoomWidget(anywidget.AnyWidget):
     def _on_storage_state(self, state: str) -> None:
         if state == "synced":
             self._watch_messages()
-            pending, self._pending_posts = self._pending_posts, []
-            for message in pending:  # posted before the first sync
-                self._append(message)
         self._pushes.request()
 
     def _watch_messages(self) -> None:
         """Observe the ``messages`` array and mirror it afresh: the browser gets a snapshot."""
-        array = self.room.storage(MESSAGES)
+        array = self.room.protected_storage(MESSAGES)
         if self._watched is None or self._watched[0] is not array:
             self._unwatch_messages()
             subscription = array.observe_deep(lambda events: self._on_messages_changed(array, events))
@@ -255,7 +341,12 @@ class RoomWidget(anywidget.AnyWidget):
                 self.error = reason
 
     def _on_authorization_fail(self, error: Exception) -> None:
-        self.client.call_soon(self._show_error, f"not allowed into the room: {error}")
+        if isinstance(error, AuthorizationError) and error.code == HTTPStatus.CONFLICT:
+            # The server's own words: the name 'Ada' is taken in this class; ask your teacher to release it
+            text = error.reason.removeprefix("auth endpoint refused: ")
+        else:
+            text = f"not allowed into the room: {error}"
+        self.client.call_soon(self._show_error, text)
 
     def _show_error(self, text: str) -> None:
         self.error = text
@@ -289,14 +380,3 @@ class RoomWidget(anywidget.AnyWidget):
         except Exception as error:
             logger.warning("RoomWidget: %s", error)
             self.error = str(error)
-
-    def _append(self, message: dict[str, Any]) -> None:
-        if self._left:
-            return
-        if self.room.storage_state == "loading":
-            self._pending_posts.append(message)  # sent once synced
-            return
-        messages = self.room.storage(MESSAGES)
-        self.room.transact(lambda: messages.append(pycrdt.Map(message)))
-        if self.error:
-            self.error = ""

@@ -75,5 +75,5 @@ class WidgetSettings:
             auth = token_url(url, name=name, **{HUB_TOKEN_PARAM: hub_token})
         else:
             auth = None
-        # With auth the server's user id is the display name; without, each kernel is a person.
+        # With auth the colour follows the name (the server's id is the name's claim); without, each kernel is a person.
         return cls(name=name, url=url, auth_endpoint=auth, color=color_for(name if auth else KERNEL_PERSON))
