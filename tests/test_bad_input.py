@@ -140,3 +140,16 @@ async def test_a_flood_is_paced_not_dropped_and_others_are_unaffected(start_serv
     assert got == list(range(400))  # nothing lost, nothing reordered
     other = await make_client(server).enter("quiet")
     assert other.state == "open"
+
+
+async def test_a_protocol_1_client_still_joins_and_hears_the_room(server: RoomServer) -> None:
+    """A kernel still running pluv-widget 0.1 (protocol 1) against an upgraded server."""
+    old = await connect(f"ws://127.0.0.1:{server.port}/r", max_size=None)
+    await old.send(json.dumps({"type": "join", "protocol": 1, "presence": {"name": "old"}}))
+    assert json.loads(await old.recv())["type"] == "welcome"
+    new = await raw(server)
+    await new.send(json.dumps({"type": "presence", "patch": {"name": "new"}}))
+    heard = await next_message(old, "presence")
+    assert heard["patch"] == {"name": "new"}
+    await old.close()
+    await new.close()

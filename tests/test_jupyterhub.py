@@ -182,7 +182,11 @@ def test_the_widget_in_a_spawned_server(hub: Hub, kernel_env: dict[str, dict[str
                 page.fill("#username_input", TEACHER)
                 page.fill("#password_input", "any password")
                 page.click("#login_submit")
-                page.locator(".jp-NotebookPanel .jp-Notebook").first.wait_for()
+                try:
+                    page.locator(".jp-NotebookPanel .jp-Notebook").first.wait_for(timeout=120_000)
+                except Exception:  # say where the page got stuck, and keep a picture of it
+                    screenshot(page, "jupyterhub-teacher-stuck")
+                    raise AssertionError(f"no notebook at {page.url}: {page.inner_text('body')[:500]!r}") from None
                 page.locator("#jp-main-statusbar").get_by_text(re.compile(r"\|\s*Idle")).wait_for()
                 run_all_cells(page)
                 try:

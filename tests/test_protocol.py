@@ -232,3 +232,15 @@ def test_random_bytes_are_refused_or_apply_without_a_panic(update: bytes) -> Non
     doc.apply_update(CLIENT_123456_INSERTS_X)
     _apply_safely(doc, update)
     doc.get_update()
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_a_server_accepts_the_previous_protocol_version(version: int) -> None:
+    frame = json.dumps({"type": "join", "protocol": version, "presence": {}})
+    assert Join.decode(frame, LIMITS).presence == {}
+
+
+@pytest.mark.parametrize("version", [0, 3, "2", [2], {"v": 2}, True, None])
+def test_other_protocol_versions_are_refused(version: Any) -> None:
+    with pytest.raises(ProtocolError):
+        Join.decode(json.dumps({"type": "join", "protocol": version, "presence": {}}), LIMITS)

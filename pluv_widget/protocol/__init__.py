@@ -27,6 +27,7 @@ from .constants import DEFAULT_HOST as DEFAULT_HOST
 from .constants import DEFAULT_PORT as DEFAULT_PORT
 from .constants import PROTOCOL_VERSION as PROTOCOL_VERSION
 from .constants import SERVER_NAME as SERVER_NAME
+from .constants import SUPPORTED_PROTOCOLS as SUPPORTED_PROTOCOLS
 from .limits import Limits as Limits
 from .messages import Call as Call
 from .messages import ClientMessage as ClientMessage

@@ -1,9 +1,9 @@
 """Text frames as JSON: the one place a text frame becomes a value and a value a frame.
 
 Decoding refuses what JSON allows but a room must not carry: ``NaN``, ``Infinity`` and numbers
-beyond a double's range (not JSON to any other parser), lone UTF-16 surrogates (``"\\ud800"``: they cannot be encoded again, so
-relaying them would fail), and nesting deeper than :data:`MAX_JSON_DEPTH` (deep values exhaust
-the stack of whoever encodes them next).
+beyond a double's range (not JSON to any other parser), lone UTF-16 surrogates (``"\\ud800"``:
+they cannot be encoded again, so relaying them would fail), and nesting deeper than
+:data:`MAX_JSON_DEPTH` (deep values exhaust the stack of whoever encodes them next).
 """
 
 from __future__ import annotations

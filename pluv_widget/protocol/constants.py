@@ -8,6 +8,10 @@
 #: the error codes ``forbidden``, ``muted``, ``room_locked``, ``unknown_procedure`` and the close
 #: codes 4009 (removed) and 4010 (room reset).
 PROTOCOL_VERSION = 2
+#: The versions a server accepts in ``join``. A version-1 client (a kernel still running an older
+#: pluv-widget) works unchanged: it never asks for the protected document, never sends ``call``,
+#: and ignores the fields ``welcome`` gained.
+SUPPORTED_PROTOCOLS = frozenset({1, 2})
 #: What ``/health`` says in ``server``, so a port held by another program is never mistaken for ours.
 SERVER_NAME = "pluv-widget"
 #: The port of ``pluv-widget serve`` and of the embedded local server.

@@ -19,7 +19,7 @@ from typing import Any
 
 from .codec import ProtocolError, decode_object, encode_json, json_size
 from .codes import ErrorCode
-from .constants import PROTOCOL_VERSION
+from .constants import PROTOCOL_VERSION, SUPPORTED_PROTOCOLS
 from .limits import Limits
 from .names import is_valid_event_name
 
@@ -86,8 +86,9 @@ class Join:
         initial = message.get("initial_storage")
         _need(message["type"] == "join", "the first message must be a text 'join' message")
         _need(
-            message.get("protocol") == PROTOCOL_VERSION,
-            f"unsupported protocol {message.get('protocol')!r}; this server speaks {PROTOCOL_VERSION}",
+            type(message.get("protocol")) is int and message["protocol"] in SUPPORTED_PROTOCOLS,
+            f"unsupported protocol {message.get('protocol')!r}; this server speaks "
+            f"{', '.join(map(str, sorted(SUPPORTED_PROTOCOLS)))}",
         )
         _need(_is_object(presence), "join 'presence' must be an object")
         _need(json_size(presence) <= limits.max_presence_bytes,

@@ -47,22 +47,34 @@ class _Reader:
         self.pos = 0
 
     def byte(self) -> int:
-        if self.pos >= len(self.data):
-            raise InvalidUpdate("truncated update")
-        value = self.data[self.pos]
+        try:
+            value = self.data[self.pos]
+        except IndexError:
+            raise InvalidUpdate("truncated update") from None
         self.pos += 1
         return value
 
     def varuint(self) -> int:
-        value, shift = 0, 0
-        while True:
-            byte = self.byte()
-            value |= (byte & 0x7F) << shift
+        # Hot: every update is read here before it counts. Most varuints are one byte.
+        data, pos = self.data, self.pos
+        try:
+            byte = data[pos]
             if byte < 0x80:
-                return value
-            shift += 7
-            if shift > 63:
-                raise InvalidUpdate("a variable-length integer is longer than 64 bits")
+                self.pos = pos + 1
+                return byte
+            value, shift = byte & 0x7F, 7
+            while True:
+                pos += 1
+                byte = data[pos]
+                value |= (byte & 0x7F) << shift
+                if byte < 0x80:
+                    self.pos = pos + 1
+                    return value
+                shift += 7
+                if shift > 63:
+                    raise InvalidUpdate("a variable-length integer is longer than 64 bits")
+        except IndexError:
+            raise InvalidUpdate("truncated update") from None
 
     def count(self, what: str) -> int:
         """A length that announces that many more items, each at least one byte."""
