@@ -111,6 +111,18 @@ class EventSent:
         pass
 
 
+def _update_fields(update: bytes) -> dict[str, Any]:
+    """A Yjs update in an envelope (JSON on the Redis wire): base64."""
+    return {"update": base64.b64encode(update).decode("ascii")}
+
+
+def _read_update(value: dict[str, Any], what: str) -> bytes:
+    try:
+        return base64.b64decode(_string(value, "update"), validate=True)
+    except binascii.Error as error:
+        raise ValueError(f"{what}'s 'update' is not base64: {error}") from None
+
+
 @dataclass(frozen=True, slots=True)
 class StorageUpdated:
     kind: ClassVar[str] = "update"
@@ -119,14 +131,11 @@ class StorageUpdated:
     connection_id: ClassVar[None] = None
 
     def fields(self) -> dict[str, Any]:
-        return {"update": base64.b64encode(self.update).decode("ascii")}
+        return _update_fields(self.update)
 
     @classmethod
     def from_fields(cls, value: dict[str, Any], node: str) -> StorageUpdated:
-        try:
-            return cls(base64.b64decode(_string(value, "update"), validate=True), node)
-        except binascii.Error as error:
-            raise ValueError(f"an update envelope's 'update' is not base64: {error}") from None
+        return cls(_read_update(value, "an update envelope"), node)
 
     def track(self, membership: Membership) -> None:
         pass
@@ -142,14 +151,11 @@ class ProtectedUpdated:
     connection_id: ClassVar[None] = None
 
     def fields(self) -> dict[str, Any]:
-        return {"update": base64.b64encode(self.update).decode("ascii")}
+        return _update_fields(self.update)
 
     @classmethod
     def from_fields(cls, value: dict[str, Any], node: str) -> ProtectedUpdated:
-        try:
-            return cls(base64.b64decode(_string(value, "update"), validate=True), node)
-        except binascii.Error as error:
-            raise ValueError(f"a protected envelope's 'update' is not base64: {error}") from None
+        return cls(_read_update(value, "a protected envelope"), node)
 
     def track(self, membership: Membership) -> None:
         pass
