@@ -99,6 +99,15 @@ class Corpus:
             json.dumps({"type": "join", "protocol": 2, "presence": {}}),
             json.dumps({"type": "join", "protocol": 2, "presence": {"name": "x"},
                         "initial_storage": base64.b64encode(updates[0]).decode(), "metadata": {"a": 1}}),
+            # Protocol 2: calls of the built-in procedures (the fuzz server has no auth: everyone
+            # is a teacher, so moderation and resets are fuzzed too).
+            json.dumps({"type": "call", "id": 1, "procedure": "messages.post", "input": {"id": "m1", "text": "hi"}}),
+            json.dumps({"type": "call", "id": 2, "procedure": "messages.delete", "input": {"id": "m1"}}),
+            json.dumps({"type": "call", "id": 3, "procedure": "messages.clear", "input": {}}),
+            json.dumps({"type": "call", "id": 4, "procedure": "users.mute", "input": {"user_id": "someone"}}),
+            json.dumps({"type": "call", "id": 5, "procedure": "room.lock", "input": {}}),
+            json.dumps({"type": "call", "id": 6, "procedure": "room.unlock", "input": {}}),
+            json.dumps({"type": "call", "id": 7, "procedure": "nope", "input": None}),
         ]
         return corpus
 
@@ -140,10 +149,21 @@ def mutate_text(rng: random.Random, text: str) -> str:
     return "".join(rng.choice('{}[]":,0123456789abcnul\\ tyep') for _ in range(rng.randint(0, 40)))
 
 
+def protected_frame(step: int, payload: bytes) -> bytes:
+    """A frame of the protected document (binary message type 8): clients may only ask (step 1)."""
+    return bytes([8, step]) + varuint(len(payload)) + payload
+
+
 def next_frame(rng: random.Random, corpus: Corpus) -> tuple[str, str | bytes]:
-    kind = rng.choice(["text", "text", "update", "update", "step2", "step1", "frame"])
+    kind = rng.choice(["text", "text", "update", "update", "step2", "step1", "frame", "protected"])
+    if kind == "protected":
+        step = rng.choice([0, 1, 2])
+        payload = corpus.state_vector(rng) if step == 0 else rng.choice(corpus.updates)
+        return "protected", mutate_bytes(rng, protected_frame(step, payload)) if rng.random() < 0.5 else \
+            protected_frame(step, payload)
     if kind == "text":
-        return "text", mutate_text(rng, rng.choice(corpus.texts))
+        text = rng.choice(corpus.texts)
+        return "text", text if rng.random() < 0.1 else mutate_text(rng, text)  # some valid ones too
     if kind == "update":
         return "update", sync_frame(2, mutate_bytes(rng, rng.choice(corpus.updates)))
     if kind == "step2":

@@ -296,3 +296,30 @@ def test_loading_quarantines_stored_updates_that_no_longer_apply() -> None:
     assert all(reason for _, reason in bad)
     assert sorted(map(str, core.doc.get("items", type=pycrdt.Array).to_py() or [])) == ["None", "seed", "x"]
     assert core.doc.get("messages", type=pycrdt.Array).to_py() == ["m"]
+
+
+def test_missing_dependencies_are_found_even_when_the_proof_state_is_known() -> None:
+    """The proof document's state vector is cached between updates: an update that refers to
+    another client's item the server never saw must still be refused, not kept pending."""
+    ada: pycrdt.Doc[Any] = pycrdt.Doc(client_id=11)
+    bob: pycrdt.Doc[Any] = pycrdt.Doc(client_id=22)
+    ada_items = ada.get("messages", type=pycrdt.Array)
+    bob_items = bob.get("messages", type=pycrdt.Array)
+    ada_items.append("from ada")  # never reaches the server
+    bob.apply_update(ada.get_update())
+    before = bob.get_state()
+    bob_items.append("from bob, after ada's")  # its origin is ada's item
+    bobs_own = bob.get_update(before)
+    carol: pycrdt.Doc[Any] = pycrdt.Doc(client_id=33)
+    carol.get("messages", type=pycrdt.Array).append("from carol")
+    core = room_with("a", "b")
+    assert codes(core.receive_binary("a", sync.update(carol.get_update()))) == []  # the state is now cached
+    assert codes(core.receive_binary("a", sync.update(carol.get_update()))) == []  # a duplicate: known
+    assert codes(core.receive_binary("b", sync.update(bobs_own))) == ["storage_unavailable"]
+    commit_all(core)
+    assert core.doc.get("messages", type=pycrdt.Array).to_py() == ["from carol"]
+    # with ada's item, bob's update applies
+    assert codes(core.receive_binary("b", sync.update(bob.get_update()))) == []
+    commit_all(core)
+    assert sorted(core.doc.get("messages", type=pycrdt.Array).to_py()) == [
+        "from ada", "from bob, after ada's", "from carol"]

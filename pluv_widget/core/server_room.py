@@ -246,7 +246,11 @@ class ServerRoom:
         #: being persisted by the adapter (see :meth:`take_batch`).
         self.pending: deque[Commit] = deque()
         self._in_flight = 0
-        self._proof: pycrdt.Doc[Any] | None = None  # None: rebuild before use
+        self._proof_value: pycrdt.Doc[Any] | None = None  # None: rebuild before use
+        # The proof document's state vector as of the last update it took in propose() (None:
+        # unknown): reading it from pycrdt costs a decode per update, and most updates provably
+        # integrate without it. Replacing the proof document forgets it.
+        self._proof_state: dict[int, int] | None = None
         #: Connections whose update was refused for good, and the code: their later updates are
         #: refused the same way until they send a sync step 1 with an empty state vector.
         self.poisoned: dict[str, ErrorCode] = {}
@@ -285,6 +289,7 @@ class ServerRoom:
             self._proof = None
             return
         self.storage_bytes += len(update)
+        self._proof_state = None  # the proof document takes an update propose() did not see
         if self._proof is not None and try_apply(self._proof, update) is not None:
             self._proof = None
 
@@ -292,6 +297,16 @@ class ServerRoom:
     def has_storage(self) -> bool:
         """True once the room holds any storage: initial storage must not be applied then."""
         return self.storage_bytes > 0
+
+    @property
+    def _proof(self) -> pycrdt.Doc[Any] | None:
+        """Committed + pending updates, in commit order (None: rebuild before use)."""
+        return self._proof_value
+
+    @_proof.setter
+    def _proof(self, doc: pycrdt.Doc[Any] | None) -> None:
+        self._proof_value = doc
+        self._proof_state = None
 
     def _proof_doc(self) -> pycrdt.Doc[Any]:
         """Committed + pending, rebuilt if it was thrown away (pending updates that no longer
@@ -382,7 +397,7 @@ class ServerRoom:
             self._proof = None  # it saw the failure: never used again
             return actions + self._refuse(connection_id, ErrorCode.STORAGE_REJECTED,
                                           f"update refused: pycrdt cannot apply it ({problem})")
-        if _left_pending(self._proof, shape):
+        if self._left_pending(shape):
             self._proof = None  # it holds the update's dangling part
             return actions + self._refuse(
                 connection_id, ErrorCode.STORAGE_UNAVAILABLE,
@@ -393,6 +408,21 @@ class ServerRoom:
         self.pending.append(commit)
         self.pending_bytes += len(update)
         return [*actions, commit]
+
+    def _left_pending(self, shape: UpdateShape) -> bool:
+        """Whether the update of ``shape`` just applied to the proof document left part of it
+        pending there. Decided from the cached state vector when that suffices, else read."""
+        proof = self._proof
+        assert proof is not None
+        state = self._proof_state
+        if state is not None and shape.integrates_into(state):
+            for client, end in shape.ends.items():
+                if end > state.get(client, 0):
+                    state[client] = end
+            return False
+        pending = _left_pending(proof, shape)
+        self._proof_state = None if pending else _state_vector(proof)
+        return pending
 
     def _refuse(self, connection_id: str, code: ErrorCode, text: str, *, storage: bool = False) -> list[Action]:
         if (code in PERMANENT_STORAGE_REFUSALS or storage) and connection_id:

@@ -37,6 +37,27 @@ class UpdateShape:
     #: a document whose state vector is below this for some client holds part of it as pending
     #: (it depends on structs the document does not have).
     ends: dict[int, int] = field(default_factory=dict, compare=False)
+    #: Per client id, the clock of the update's first struct; every id its structs refer to
+    #: (origins, parents); whether it carries a skip (structs it leaves out).
+    starts: dict[int, int] = field(default_factory=dict, compare=False)
+    refs: list[tuple[int, int]] = field(default_factory=list, compare=False)
+    skips: bool = field(default=False, compare=False)
+
+    def integrates_into(self, state: dict[int, int]) -> bool:
+        """True when a document whose state vector is ``state`` surely integrates the whole update:
+        each client's structs continue what it has, and every id they refer to is known (in
+        ``state``, or earlier in this update). False means "cannot tell", not "it will not"."""
+        if self.skips:
+            return False
+        for client, start in self.starts.items():
+            if start > state.get(client, 0):
+                return False
+        for client, clock in self.refs:
+            if clock >= state.get(client, 0) and not (
+                client in self.starts and self.starts[client] <= clock < self.ends.get(client, 0)
+            ):
+                return False
+        return True
 
 
 class _Reader:
@@ -138,10 +159,11 @@ class _Reader:
             raise InvalidUpdate(f"unknown value type {kind}")
 
 
-def _id(reader: _Reader) -> None:
+def _id(reader: _Reader, refs: list[tuple[int, int]]) -> None:
     client, clock = reader.varuint(), reader.varuint()
     if client > MAX_CLIENT or clock >= MAX_CLOCK:
         raise InvalidUpdate("a struct refers to an out-of-range id")
+    refs.append((client, clock))
 
 
 def _content_length(reader: _Reader, ref: int) -> int:
@@ -184,21 +206,21 @@ def _content_length(reader: _Reader, ref: int) -> int:
     raise InvalidUpdate(f"unknown content type {ref}")
 
 
-def _struct_length(reader: _Reader) -> int:
+def _struct_length(reader: _Reader, refs: list[tuple[int, int]]) -> int:
     info = reader.byte()
     ref = info & 0b11111
     if ref in (0, 10):  # GC or skip: a bare length
         return reader.varuint()
     has_origin, has_right_origin, has_parent_sub = info & 0x80, info & 0x40, info & 0x20
     if has_origin:
-        _id(reader)
+        _id(reader, refs)
     if has_right_origin:
-        _id(reader)
+        _id(reader, refs)
     if not has_origin and not has_right_origin:
         if reader.varuint() == 1:  # parent is a root type, by name
             reader.string()
         else:  # parent is a nested type, by id
-            _id(reader)
+            _id(reader, refs)
         if has_parent_sub:
             reader.string()
     return _content_length(reader, ref)
@@ -209,9 +231,13 @@ def check_update(update: bytes) -> UpdateShape:
     reader = _Reader(update)
     structs = deletions = 0
     ends: dict[int, int] = {}
+    starts: dict[int, int] = {}
+    refs: list[tuple[int, int]] = []
+    skips = False
     for _ in range(reader.count("the struct groups")):
         count = reader.count("a struct group")
         client, clock = reader.varuint(), reader.varuint()
+        starts[client] = min(starts.get(client, clock), clock)
         if client > MAX_CLIENT:
             raise InvalidUpdate("a client id is out of range")
         if count == 0:  # no encoder writes one; yrs 0.28 panics on it (update.rs:85) past the client's clock
@@ -220,7 +246,8 @@ def check_update(update: bytes) -> UpdateShape:
         for _ in range(count):
             ref = update[reader.pos] & 0b11111 if reader.pos < len(update) else -1
             skip = ref == 10
-            length = _struct_length(reader)
+            skips = skips or skip
+            length = _struct_length(reader, refs)
             # yrs 0.28 panics on a deleted item of length 0. yrs itself writes an empty *string*
             # item when text is formatted inside a surrogate pair (and applies it): that one passes.
             if length < 1 and ref != 4:
@@ -243,4 +270,4 @@ def check_update(update: bytes) -> UpdateShape:
             deletions += 1
     if reader.pos != len(update):
         raise InvalidUpdate(f"{len(update) - reader.pos} bytes after the end of the update")
-    return UpdateShape(structs, deletions, ends)
+    return UpdateShape(structs, deletions, ends, starts, refs, skips)
