@@ -79,3 +79,23 @@ async def test_without_the_ca_the_certificate_is_refused_and_retried(
 def test_a_ca_file_that_cannot_be_read_is_refused_at_once(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="CA file"):
         create_client(ssl_ca_file=tmp_path / "missing.pem")
+
+
+async def test_a_widget_joins_a_class_server_behind_tls_with_its_ca_file(
+    certificate: tuple[Path, Path], start_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``RoomWidget(url="wss://...", join_code=..., ca_file=...)``: the socket and the token route
+    (which also hands back the name's claim) both trust the private CA."""
+    from pluv_widget.widget import RoomWidget
+
+    monkeypatch.setenv("PLUV_WIDGET_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("PLUV_WIDGET_CA_FILE", raising=False)
+    cert, key = certificate
+    server = await start_server(secret=SECRET, join_code="maple", certfile=cert, keyfile=key)
+    widget = RoomWidget("tls-class", url=f"wss://127.0.0.1:{server.port}", join_code="maple", user="Ada",
+                        ca_file=str(cert))
+    try:
+        await widget.wait_until(lambda: widget.me.get("role") == "student", timeout=20)
+        assert widget.connection_state == "open" and widget.me["name"] == "Ada"
+    finally:
+        widget.leave()

@@ -16,6 +16,7 @@ import os
 import threading
 import unicodedata
 from pathlib import Path
+from ssl import SSLContext
 
 from ..client.auth import fetch_answer
 from ..local.files import local_home
@@ -70,10 +71,11 @@ class ClaimingEndpoint:
     """An ``auth_endpoint`` callable: the token route's URL plus this machine's claim on the name,
     which it saves from each answer. Refusals raise as ``fetch_token`` says (409 included)."""
 
-    def __init__(self, url: str, *, server: str, name: str) -> None:
+    def __init__(self, url: str, *, server: str, name: str, ssl: SSLContext | None = None) -> None:
         self.url = url
         self.server = server
         self.name = name
+        self.ssl = ssl  # verifies an https:// token route (a private CA)
         self._fetching = threading.Lock()  # one request at a time: the second sends the first's claim
 
     def __repr__(self) -> str:
@@ -89,7 +91,7 @@ class ClaimingEndpoint:
             claim = load_claim(self.server, self.name)
             if claim:
                 url = with_query(url, **{CLAIM_PARAM: claim})
-            answer = fetch_answer(url)
+            answer = fetch_answer(url, self.ssl)
             fresh = claim_from_answer(answer)
             if fresh and fresh != claim:
                 save_claim(self.server, self.name, fresh)

@@ -89,6 +89,7 @@ class RoomWidget(anywidget.AnyWidget):
         presence: type[BaseModel] = WidgetPresence,
         initial_presence: dict[str, Any] | None = None,
         reconnect_timeout_ms: int | Callable[[int], int] | None = None,
+        ca_file: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(room_name=room, **kwargs)
@@ -97,7 +98,10 @@ class RoomWidget(anywidget.AnyWidget):
         # The token route's answer carries this machine's claim on the name: kept and sent back.
         self._endpoint = (ClaimingEndpoint(settings.auth_endpoint, server=settings.url, name=settings.name)
                           if settings.auth_endpoint else None)
-        self.client = create_client(presence=presence, ws_endpoint=settings.url, auth_endpoint=self._endpoint)
+        self.client = create_client(presence=presence, ws_endpoint=settings.url, auth_endpoint=self._endpoint,
+                                    ssl_ca_file=ca_file)
+        if self._endpoint is not None:
+            self._endpoint.ssl = self.client.ssl_context  # the token route trusts what the socket trusts
         self._prepare_state()
         self.room = self._create_room(room, settings, initial_presence, reconnect_timeout_ms)
         self._unsubscribe = self._subscribe_to_room()
@@ -262,7 +266,8 @@ class RoomWidget(anywidget.AnyWidget):
             return Pending(lambda: False)
 
         def release() -> bool:
-            return post_release_name(release_name_url(self.url, room=room, name=name), endpoint.fetch(room))
+            return post_release_name(release_name_url(self.url, room=room, name=name), endpoint.fetch(room),
+                                     endpoint.ssl)
 
         return Pending(release, lambda error: self.client.call_soon(self._show_error, f"release_name: {error}"))
 
