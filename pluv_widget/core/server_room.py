@@ -86,7 +86,7 @@ from ..protocol import (
     sync,
 )
 from ..protocol.codes import PERMANENT_STORAGE_REFUSALS
-from ..protocol.yupdate import InvalidUpdate, UpdateShape, check_update
+from ..protocol.yupdate import InvalidUpdate, UpdateShape, check_update, read_state_vector
 from .actions import Action, Commit, Invoke, Mirror, ProtectedEdit, Resync, Send
 from .envelopes import (
     Envelope,
@@ -134,40 +134,27 @@ def try_apply(doc: pycrdt.Doc[Any], update: bytes) -> str | None:
     return None
 
 
-def update_problem(update: bytes) -> str | None:
-    """Why ``update`` cannot be applied to an empty document (None: it can). It is checked
-    structurally first, then applied to a scratch document."""
+def prove(doc: pycrdt.Doc[Any], update: bytes) -> str | None:
+    """Check ``update`` structurally and apply it to ``doc``: None, or why it does not prove
+    (``doc`` is then unusable)."""
     try:
         shape = check_update(update)
     except InvalidUpdate as error:
         return str(error)
-    scratch: pycrdt.Doc[Any] = pycrdt.Doc()
-    problem = try_apply(scratch, update)
-    if problem is None and _left_pending(scratch, shape):
+    problem = try_apply(doc, update)
+    if problem is None and _left_pending(doc, shape):
         problem = "it depends on updates that are not part of it"
     return problem
 
 
-def _state_vector(doc: pycrdt.Doc[Any]) -> dict[int, int]:
-    data = doc.get_state()
-    values: list[int] = []
-    value = shift = 0
-    for byte in data:
-        value |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            values.append(value)
-            value = shift = 0
-        else:
-            shift += 7
-    return dict(zip(values[1::2], values[2::2], strict=True))
+def update_problem(update: bytes) -> str | None:
+    """Why ``update`` cannot be applied to an empty document (None: it can)."""
+    return prove(pycrdt.Doc(), update)
 
 
 def _left_pending(doc: pycrdt.Doc[Any], shape: UpdateShape) -> bool:
     """True when applying an update of ``shape`` left some of its structs pending in ``doc``."""
-    if not shape.ends:
-        return False
-    state = _state_vector(doc)
-    return any(state.get(client, 0) < end for client, end in shape.ends.items())
+    return bool(shape.ends) and shape.pending_in(read_state_vector(doc.get_state()))
 
 
 @dataclass
@@ -324,7 +311,7 @@ class ServerRoom:
         actions: list[Action] = []
         kept: deque[Commit] = deque()
         for index, commit in enumerate(self.pending):
-            problem = self._prove(proof, commit.update)
+            problem = prove(proof, commit.update)
             if problem is None or index < self._in_flight:
                 if problem is not None:  # in flight: it will commit; the proof lacks it
                     proof = self._copy_of_proof(kept)
@@ -344,22 +331,10 @@ class ServerRoom:
         proof: pycrdt.Doc[Any] = pycrdt.Doc()
         proof.apply_update(self.doc.get_update())
         for commit in pending:
-            if self._prove(proof, commit.update) is not None:
+            if prove(proof, commit.update) is not None:
                 proof = pycrdt.Doc()  # cannot happen for proven updates; stay safe
                 proof.apply_update(self.doc.get_update())
         return proof
-
-    @staticmethod
-    def _prove(proof: pycrdt.Doc[Any], update: bytes) -> str | None:
-        """Apply ``update`` to ``proof``: None, or why it does not prove (``proof`` is then unusable)."""
-        try:
-            shape = check_update(update)
-        except InvalidUpdate as error:
-            return str(error)
-        problem = try_apply(proof, update)
-        if problem is None and _left_pending(proof, shape):
-            return "it depends on updates the server does not have"
-        return problem
 
     def propose(self, connection_id: str, update: bytes) -> list[Action]:
         """Check and prove a storage update from ``connection_id`` (empty: the server itself);
@@ -420,8 +395,9 @@ class ServerRoom:
                 if end > state.get(client, 0):
                     state[client] = end
             return False
-        pending = _left_pending(proof, shape)
-        self._proof_state = None if pending else _state_vector(proof)
+        state = read_state_vector(proof.get_state())
+        pending = shape.pending_in(state)
+        self._proof_state = None if pending else state
         return pending
 
     def _refuse(self, connection_id: str, code: ErrorCode, text: str, *, storage: bool = False) -> list[Action]:

@@ -43,6 +43,11 @@ class UpdateShape:
     refs: list[tuple[int, int]] = field(default_factory=list, compare=False)
     skips: bool = field(default=False, compare=False)
 
+    def pending_in(self, state: dict[int, int]) -> bool:
+        """True when a document with state vector ``state``, after applying this update, holds
+        part of it as pending (it depends on structs the document does not have)."""
+        return any(state.get(client, 0) < end for client, end in self.ends.items())
+
     def integrates_into(self, state: dict[int, int]) -> bool:
         """True when a document whose state vector is ``state`` surely integrates the whole update:
         each client's structs continue what it has, and every id they refer to is known (in
@@ -224,6 +229,16 @@ def _struct_length(reader: _Reader, refs: list[tuple[int, int]]) -> int:
         if has_parent_sub:
             reader.string()
     return _content_length(reader, ref)
+
+
+def read_state_vector(state: bytes) -> dict[int, int]:
+    """A Yjs state vector (``Doc.get_state()``) as ``{client id: clock}``."""
+    reader = _Reader(state)
+    clocks: dict[int, int] = {}
+    for _ in range(reader.count("the state vector")):
+        client = reader.varuint()
+        clocks[client] = reader.varuint()
+    return clocks
 
 
 def check_update(update: bytes) -> UpdateShape:

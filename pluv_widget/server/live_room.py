@@ -34,7 +34,7 @@ from ..core import Action, Commit, Invoke, Member, Mirror, Resync, Send, ServerR
 from ..core.actions import ProtectedEdit
 from ..core.envelopes import Envelope, RulesChanged, StorageUpdated
 from ..core.permissions import Refusal, Role, RoomRules
-from ..core.server_room import replay, result, update_problem
+from ..core.server_room import prove, replay, result, update_problem
 from ..crdt import untyped_to_json
 from ..protocol import EMPTY_UPDATE, CloseCode, ErrorCode, ErrorMessage
 from .config import ServerConfig
@@ -269,7 +269,7 @@ class LiveRoom:
         async with self._protected_lock:
             proof: pycrdt.Doc[Any] = pycrdt.Doc()
             proof.apply_update(self.core.protected.get_update())
-            problem = ServerRoom._prove(proof, action.update)  # checked, applied, nothing left pending
+            problem = prove(proof, action.update)  # checked, applied, nothing left pending
             if problem is not None:
                 self.send_error(action.connection_id, ErrorCode.STORAGE_REJECTED,
                                 f"protected update refused: {problem}")
