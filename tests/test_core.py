@@ -12,7 +12,7 @@ import pytest
 from pluv_widget.core import Commit, Invoke, Member, Mirror, Send, ServerRoom
 from pluv_widget.core.envelopes import EventSent, MemberJoined
 from pluv_widget.core.server_room import replay, update_problem
-from pluv_widget.protocol import Limits, MemberInfo, sync
+from pluv_widget.protocol import Limits, MemberInfo, decode_sync, sync
 
 
 def sends(actions: list[Any]) -> list[Send]:
@@ -113,7 +113,9 @@ def test_storage_updates_are_committed_before_they_are_applied_or_relayed() -> N
     frame = sync.update(update)
     assert core.receive_binary("a", frame) == [Commit(update, "a")]
     assert core.doc.get("messages", type=pycrdt.Array).to_py() == []  # not visible before commit
-    relay = sends(core.commit_batch(core.take_batch(), update))[0]
+    batch = core.take_batch()
+    assert batch is not None and batch.update == update
+    relay = sends(core.commit_batch(batch))[0]
     assert relay.exclude == "a" and relay.frame == frame
     assert core.doc.get("messages", type=pycrdt.Array).to_py() == ["hello"]
 
@@ -211,7 +213,7 @@ def codes(actions: list[Any]) -> list[str]:
 def commit_all(core: ServerRoom) -> None:
     batch = core.take_batch()
     if batch:
-        core.commit_batch(batch, pycrdt.merge_updates(*(c.update for c in batch)))
+        core.commit_batch(batch)
 
 
 def test_hostile_updates_are_refused_before_they_count_and_the_room_stays_usable() -> None:
@@ -273,6 +275,7 @@ def test_a_failed_commit_refuses_the_batch_and_its_dependents_transiently() -> N
     core = room_with("a", "b")
     core.receive_binary("a", sync.update(updates[0]))
     batch = core.take_batch()
+    assert batch is not None
     array.append("two")  # depends on "one", which is being stored
     independent = update_appending("b's")
     assert codes(core.receive_binary("a", sync.update(updates[1]))) == []
@@ -323,3 +326,28 @@ def test_missing_dependencies_are_found_even_when_the_proof_state_is_known() -> 
     commit_all(core)
     assert sorted(core.doc.get("messages", type=pycrdt.Array).to_py()) == [
         "from ada", "from bob, after ada's", "from carol"]
+
+
+def test_a_batch_of_several_updates_is_persisted_applied_and_relayed_as_one_diff() -> None:
+    core = room_with("a", "b", "c")
+    writer: pycrdt.Doc[Any] = pycrdt.Doc()
+    array = writer.get("messages", type=pycrdt.Array)
+    updates: list[bytes] = []
+    writer.observe(lambda event: updates.append(event.update))
+    for text in ("one", "two", "three"):
+        array.append(text)
+    del array[0]
+    for update in updates:
+        assert core.receive_binary("a", sync.update(update)) == [Commit(update, "a")]
+    assert codes(core.receive_binary("b", sync.update(update_appending("b's")))) == []
+    batch = core.take_batch()
+    assert batch is not None and len(batch.commits) == 5 and batch.parts == (batch.update,)
+    relay = sends(core.commit_batch(batch))[0]
+    assert relay.exclude is None  # two senders: everyone gets the frame
+    expected = ["two", "three", "b's"]
+    assert sorted(core.doc.get("messages", type=pycrdt.Array).to_py()) == sorted(expected)
+    for stored_or_relayed in (batch.update, decode_sync(relay.frame).payload):  # type: ignore[arg-type]
+        reader: pycrdt.Doc[Any] = pycrdt.Doc()
+        reader.apply_update(stored_or_relayed)
+        assert sorted(reader.get("messages", type=pycrdt.Array).to_py()) == sorted(expected)
+    assert core.storage_bytes == len(batch.update) and core.pending_bytes == 0

@@ -32,6 +32,18 @@ class Commit:
 
 
 @dataclass(frozen=True, slots=True)
+class Batch:
+    """Queued updates to persist together (``ServerRoom.take_batch``): ``update`` is all of
+    them as one update, the one to persist and then hand to ``ServerRoom.commit_batch``."""
+
+    commits: tuple[Commit, ...]
+    update: bytes
+    #: What the committed document applies: ``(update,)`` when ``update`` is a diff of the
+    #: proof document, else the original updates one by one (see ``ServerRoom.commit``).
+    parts: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Invoke:
     """An event or a ``call`` of a procedure the sender may run (permissions were checked): run
     it, then ``ServerRoom.emit`` its output. ``call_id``: answer the sender with a ``result`` or

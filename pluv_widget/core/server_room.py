@@ -87,7 +87,7 @@ from ..protocol import (
 )
 from ..protocol.codes import PERMANENT_STORAGE_REFUSALS
 from ..protocol.yupdate import InvalidUpdate, UpdateShape, check_update, read_state_vector
-from .actions import Action, Commit, Invoke, Mirror, ProtectedEdit, Resync, Send
+from .actions import Action, Batch, Commit, Invoke, Mirror, ProtectedEdit, Resync, Send
 from .envelopes import (
     Envelope,
     EventSent,
@@ -364,10 +364,11 @@ class ServerRoom:
                 f"{self.limits.max_storage_bytes} bytes; the room is unchanged",
             )
         actions: list[Action] = []
-        if self._proof is None:
+        if self._proof_value is None:
             actions += self._rebuild_proof()
-        assert self._proof is not None
-        problem = try_apply(self._proof, update)
+        proof = self._proof_value
+        assert proof is not None
+        problem = try_apply(proof, update)
         if problem is not None:
             self._proof = None  # it saw the failure: never used again
             return actions + self._refuse(connection_id, ErrorCode.STORAGE_REJECTED,
@@ -451,30 +452,46 @@ class ServerRoom:
         self.rules = rules
         return [Mirror(RulesChanged(rules.to_json()))]
 
-    def take_batch(self) -> list[Commit]:
-        """The queued updates to persist next (all of them); they are in flight until
-        :meth:`commit_batch` or :meth:`batch_failed`."""
-        batch = list(self.pending)[self._in_flight:]
-        self._in_flight += len(batch)
-        return batch
+    def take_batch(self) -> Batch | None:
+        """The queued updates to persist next (all of them, None: nothing queued); they are in
+        flight until :meth:`commit_batch` or :meth:`batch_failed`.
 
-    def commit_batch(self, batch: Sequence[Commit], update: bytes) -> list[Action]:
-        """``batch`` (merged into ``update``) is persisted: apply it and relay it."""
-        self._settle(batch)
-        senders = [commit.connection_id for commit in batch if commit.connection_id]
-        actions = self.commit(update, senders, released=sum(len(c.update) for c in batch),
-                              parts=[commit.update for commit in batch])
+        With nothing else in flight, the proof document holds exactly the committed document
+        plus this batch, so the batch as one update is the proof's diff over the committed
+        state: one compact update to persist, to apply (once, instead of once per part) and to
+        relay. Otherwise the parts are merged and applied one by one."""
+        commits = tuple(list(self.pending)[self._in_flight:])
+        if not commits:
+            return None
+        if len(commits) == 1:
+            parts: tuple[bytes, ...] = (commits[0].update,)
+            update = parts[0]
+        elif self._in_flight == 0 and self._proof is not None and not self.broken:
+            update = self._proof.get_update(self.doc.get_state())
+            parts = (update,)
+        else:
+            parts = tuple(commit.update for commit in commits)
+            update = pycrdt.merge_updates(*parts)
+        self._in_flight += len(commits)
+        return Batch(commits, update, parts)
+
+    def commit_batch(self, batch: Batch) -> list[Action]:
+        """``batch`` is persisted: apply it and relay it."""
+        self._settle(batch.commits)
+        senders = [commit.connection_id for commit in batch.commits if commit.connection_id]
+        actions = self.commit(batch.update, senders, released=sum(len(c.update) for c in batch.commits),
+                              parts=batch.parts)
         if self.broken:
             actions.append(Resync(False))
         return actions
 
-    def batch_failed(self, batch: Sequence[Commit], reason: str) -> list[Action]:
+    def batch_failed(self, batch: Batch, reason: str) -> list[Action]:
         """The store could not commit ``batch``: refuse it (transient), and refuse queued updates
         that depended on it; the proof document is rebuilt without it."""
-        self._settle(batch)
-        self.release(sum(len(c.update) for c in batch))
+        self._settle(batch.commits)
+        self.release(sum(len(c.update) for c in batch.commits))
         actions: list[Action] = []
-        for connection_id in dict.fromkeys(c.connection_id for c in batch if c.connection_id):
+        for connection_id in dict.fromkeys(c.connection_id for c in batch.commits if c.connection_id):
             actions += _error(connection_id, ErrorCode.STORAGE_UNAVAILABLE,
                               f"the server could not store the update ({reason}); send your edits again")
         return actions + self._rebuild_proof()

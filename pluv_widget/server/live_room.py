@@ -373,17 +373,15 @@ class LiveRoom:
     async def _flush(self) -> None:
         try:
             while batch := self.core.take_batch():
-                parts = [commit.update for commit in batch]
-                update = parts[0] if len(parts) == 1 else pycrdt.merge_updates(*parts)
                 try:
-                    await self.config.persistence.append(self.name, update)
+                    await self.config.persistence.append(self.name, batch.update)
                 except Exception as error:
-                    log.warning("room %s: could not persist %d update(s): %s", self.name, len(batch), error)
+                    log.warning("room %s: could not persist %d update(s): %s", self.name, len(batch.commits), error)
                     await self._run(self.core.batch_failed(batch, str(error) or type(error).__name__))
                     continue
-                await self._run(self.core.commit_batch(batch, update))
+                await self._run(self.core.commit_batch(batch))
                 self._stored_updates += 1
-                self._tail_bytes += len(update)
+                self._tail_bytes += len(batch.update)
                 if self.config.on_storage_updated is not None:
                     await call_hook(self.config.on_storage_updated, self.name, self.core.doc)
                 await self._maybe_compact()
