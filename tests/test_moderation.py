@@ -98,6 +98,19 @@ async def test_storage_expires(start_server: Any, make_client: Any) -> None:
     assert log[-1]["action"] == "room.expire"
 
 
+async def test_an_open_room_expires_on_time_and_its_members_reload_it_empty(
+        start_server: Any, make_client: Any) -> None:
+    server = await start_server(storage_ttl_s=1.0)
+    room = await make_client(server, initial_storage=STORAGE).enter("brief-open")
+    room.storage("notes").append("soon gone")
+    await eventually(lambda: room.storage_json()["notes"] == ["soon gone"])
+    before = room._core.generation
+    await until(room, lambda: room._core.generation != before and room.state == "open", timeout=15)
+    await eventually(lambda: room.storage_state == "synced" and room.storage_json().get("notes", []) == [])
+    assert server.io is not None
+    assert (await server.io.moderation_log("brief-open"))[-1]["action"] == "room.expire"
+
+
 async def test_moderation_state_survives_a_restart(tmp_path: Path, make_client: Any) -> None:
     io = create_io(secret=SECRET, data_dir=tmp_path)
     server = await io.start("127.0.0.1", 0)

@@ -86,6 +86,7 @@ class LiveRoom:
         self._stored_updates = 0
         self._tail_bytes = 0
         self._snapshot_bytes = 0
+        self._expiry: asyncio.TimerHandle | None = None
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -105,6 +106,7 @@ class LiveRoom:
             await self.config.pubsub.unsubscribe(self.name, self.node)
             raise
         self._snapshot_bytes = self.core.storage_bytes
+        self._schedule_expiry()
 
     async def _load_stored(self) -> None:
         persistence = self.config.persistence
@@ -147,6 +149,8 @@ class LiveRoom:
 
     async def close(self) -> None:
         """Finish pending commits and stop hearing other processes (the room is empty here)."""
+        if self._expiry is not None:
+            self._expiry.cancel()
         await self.flushed()
         await self.config.pubsub.unsubscribe(self.name, self.node)
         await call_hook(self.config.on_room_destroyed, self.name)
@@ -291,6 +295,7 @@ class LiveRoom:
         await self.config.persistence.put_value(state_scope(self.name), "rules", rules.to_json())
         await self._run(self.core.set_rules(rules))
         self._close_removed()
+        self._schedule_expiry()
 
     def _close_removed(self) -> None:
         for member in list(self.core.members):
@@ -338,6 +343,26 @@ class LiveRoom:
             self._protected_updates = 1
         await self.new_generation(caller, reason)
 
+    def _schedule_expiry(self) -> None:
+        """Expire an open room on time too (a closed one is checked when it opens again)."""
+        ttl = self.config.storage_ttl_s
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+        if ttl is None:
+            return
+        delay = max(0.0, self.core.rules.generation_since + ttl - time.time())
+
+        def expire() -> None:
+            if time.time() < self.core.rules.generation_since + ttl:  # the loop's clock ran ahead
+                self._schedule_expiry()
+                return
+            task = asyncio.ensure_future(self.expire_if_due())
+            self._closings.add(task)
+            task.add_done_callback(self._closings.discard)
+
+        self._expiry = asyncio.get_running_loop().call_later(delay, expire)
+
     async def expire_if_due(self) -> None:
         """Drop the room's storage once ``storage_ttl_s`` passed since its generation began."""
         ttl = self.config.storage_ttl_s
@@ -352,6 +377,7 @@ class LiveRoom:
         before = self.core.rules.generation
         await self._run(self.core.apply_envelope(envelope))
         self._close_removed()
+        self._schedule_expiry()
         if self.core.rules.generation != before:
             async with self._storage_lock, self._protected_lock:
                 await self.flushed()
