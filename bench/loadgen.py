@@ -28,6 +28,12 @@ Workloads (see issue 6 and ``bench/README.md``):
   and times until its document holds every string.
 * ``idle`` — ``connections`` connected, joined and synced clients that then do nothing, all in
   one room or each in its own; the runner reads the server's RSS meanwhile.
+* ``storm`` — issue 15's join storm: at ``t0`` every worker opens all of its share of
+  ``clients`` connections to one room at once (no connection gate), each from one of
+  ``addresses`` loopback source addresses (127.0.0.2, .3, ...: a class is many machines, and
+  the server limits sockets per address). A client counts once it is in (joined and synced)
+  *and*, for a protocol with a member list, knows every other client of the storm; a system
+  without one (the Yjs servers, the relay) is timed until it accepted and synced them all.
 """
 
 from __future__ import annotations
@@ -117,6 +123,9 @@ class Workload:
     def presence(self, client: Client, sender: Any, state: dict[str, Any]) -> None:
         pass
 
+    def members(self, client: Client) -> None:
+        pass
+
 
 class Fanout(Workload):
     """One writer, many readers, ``edits`` one-append transactions."""
@@ -180,6 +189,9 @@ class Presence(Workload):
         self.local = [self.client(self.params["room"], sink=self) for _ in self.indices]
         self.expected = (self.count - 1) * self.updates
         self.received = {client: 0 for client in self.local}
+        # Senders whose last state reached each client: a client is done when it holds every
+        # other's last state (a server may coalesce a sender's queued states to its latest).
+        self.finals = {client: 0 for client in self.local}
         self.remaining = len(self.local)
         self.latencies = array("d")
         self.last = 0.0
@@ -196,8 +208,11 @@ class Presence(Workload):
         arrived = now()
         self.latencies.append(arrived - state["t"])
         self.last = arrived
-        received = self.received[client] = self.received[client] + 1
-        if received == self.expected:
+        self.received[client] += 1
+        if seq != self.updates - 1:
+            return
+        finals = self.finals[client] = self.finals[client] + 1
+        if finals == self.count - 1:
             self.remaining -= 1
             if self.remaining == 0:
                 self.done_at = arrived
@@ -311,7 +326,59 @@ class Idle(Workload):
         return {"connected": len(clients)}
 
 
-WORKLOADS: dict[str, type[Workload]] = {"fanout": Fanout, "presence": Presence, "join": Join, "idle": Idle}
+class Storm(Workload):
+    """A thousand clients enter one room at once (issue 15)."""
+
+    async def setup(self) -> dict[str, Any]:
+        self.count, addresses = self.params["clients"], self.params["addresses"]
+        self.storm = [self.client(self.params["room"], sink=self, source=f"127.0.0.{2 + i % addresses}")
+                      for i in self.mine(self.count)]
+        self.entered: set[Client] = set()
+        self.connected: list[float] = []
+        self.done: dict[Client, float] = {}
+        self.all_done = asyncio.Event()
+        return {"clients": len(self.storm)}
+
+    def members(self, client: Client) -> None:
+        if client in self.entered:
+            self._check(client)
+
+    def _check(self, client: Client) -> None:
+        if client in self.done or (client.others is not None and len(client.others) < self.count - 1):
+            return
+        self.done[client] = now()
+        if len(self.done) == len(self.storm):
+            self.all_done.set()
+
+    async def _enter(self, client: Client, deadline: float) -> None:
+        await client.connect(timeout=max(1.0, deadline - now()))
+        self.connected.append(now())
+        self.entered.add(client)
+        self._check(client)
+
+    async def run(self, t0: float) -> dict[str, Any]:
+        await sleep_until(t0)
+        deadline = t0 + self.params["timeout"]
+        entering = await asyncio.gather(*(self._enter(c, deadline) for c in self.storm), return_exceptions=True)
+        failed = [repr(e) for e in entering if isinstance(e, BaseException)]
+        if not failed:
+            try:
+                await asyncio.wait_for(self.all_done.wait(), max(0.0, deadline - now()))
+            except TimeoutError:
+                pass
+        views = [len(c.others) for c in self.storm if c.others is not None]
+        return {
+            "clients": len(self.storm),
+            "connected": self.connected,
+            "done": list(self.done.values()),
+            "smallest_view": min(views, default=None),
+            "errors": (failed[:3] + self.errors())[:10],
+        }
+
+
+WORKLOADS: dict[str, type[Workload]] = {
+    "fanout": Fanout, "presence": Presence, "join": Join, "idle": Idle, "storm": Storm,
+}
 
 
 def worker_main(conn: Connection, worker: int, workers: int) -> None:

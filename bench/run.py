@@ -341,6 +341,7 @@ def variants(smoke: bool) -> list[Variant]:
         Metric("p99", "latency p99", "ms", False, 1),
         Metric("rate", "deliveries/s", "/s", True),
         Metric("delivered", "delivered", "%", True, 1),
+        Metric("server_us", "server CPU per delivery", "µs", False, 1),
         *CPU_METRICS,
     ]
     duration = 1 if s else 10
@@ -356,11 +357,11 @@ def variants(smoke: bool) -> list[Variant]:
                 [Metric("rate", "edits delivered/s", "/s", True), *CPU_METRICS],
             )
         )
-    for hz in (5, 10):
-        clients = 6 if s else 60
+    for key, hz, full in (("presence-5hz", 5, 60), ("presence-10hz", 10, 60), ("presence-5hz-120", 5, 120)):
+        clients = 6 if s else full
         result.append(
             Variant(
-                f"presence-{hz}hz",
+                key,
                 f"presence fan-out: {clients} clients × {hz} Hz × {duration} s",
                 "presence",
                 {"clients": clients, "hz": hz, "updates": hz * duration, "drain": 2 if s else 5},
@@ -388,6 +389,22 @@ def variants(smoke: bool) -> list[Variant]:
                 Metric("time", "time to receive and apply", "ms", False, 1),
                 Metric("client_cpu", "joiner CPU", "% core", None),
             ],
+        )
+    )
+    storm = 40 if s else 1000
+    result.append(
+        Variant(
+            "storm-1000",
+            f"join storm: {storm:,} clients enter one room at once (issue 15)",
+            "storm",
+            {"clients": storm, "addresses": 200, "timeout": 60},
+            [
+                Metric("time", "time until all are in with a complete view", "s", False, 2),
+                Metric("connected", "time until all are in (joined, synced)", "s", False, 2),
+                Metric("server_cpu", "server CPU", "% core", None),
+                Metric("client_cpu", "client CPU, busiest process", "% core", None),
+            ],
+            timeout=90,
         )
     )
     connections, rooms = (20, 20) if s else (1000, 2000)
@@ -450,11 +467,22 @@ def summarize(
         span = max(p["updates"] / p["hz"] if p["hz"] else 0.0, last - t0)
         figures["rate"] = delivered / span if span > 0 else 0.0
         figures["lateness_ms"] = max(reply["lateness_max"] for reply in replies) * 1000
+        if delivered:
+            figures["server_us"] = cpu["server_cpu"] / 100 * wall / delivered * 1e6
         if p["hz"] == 0:
             done = [reply["done"] for reply in replies]
             figures["time"] = max(done) - t0 if all(d is not None for d in done) else float("inf")
     elif variant.workload == "join":
         figures["time"] = replies[1]["elapsed"] * 1000
+    elif variant.workload == "storm":
+        clients = sum(reply["clients"] for reply in replies)
+        connected = [instant for reply in replies for instant in reply["connected"]]
+        done = [instant for reply in replies for instant in reply["done"]]
+        figures["connected"] = max(connected) - t0 if len(connected) == clients else float("inf")
+        figures["time"] = max(done) - t0 if len(done) == clients else float("inf")
+        views = [reply["smallest_view"] for reply in replies if reply["smallest_view"] is not None]
+        if views:
+            figures["smallest_view"] = min(views)
     return figures
 
 
@@ -673,6 +701,28 @@ def _presence_target(results: Results) -> bool | None:
     return ours <= 1.5 * relay and ours < yws and all(d >= 100.0 for d in delivered)
 
 
+def _presence_batched(variant: str) -> Callable[[Results], bool | None]:
+    """Issue 15: p99 within 1.2× the relay's, less server CPU per delivery, all delivered."""
+
+    def check(results: Results) -> bool | None:
+        p99, relay_p99 = (results.median(variant, s, "p99") for s in (PLUV, RELAY))
+        cost, relay_cost = (results.median(variant, s, "server_us") for s in (PLUV, RELAY))
+        if p99 is None or relay_p99 is None or cost is None or relay_cost is None:
+            return None
+        delivered = results.values(variant, PLUV, "delivered")
+        return p99 <= 1.2 * relay_p99 and cost < relay_cost and all(d >= 100.0 for d in delivered)
+
+    return check
+
+
+def _storm_target(results: Results) -> bool | None:
+    """Issue 15: all in with a complete view within 1.5× the time y-ws and the relay take."""
+    ours, yws, relay = (results.median("storm-1000", s, "time") for s in (PLUV, YWS, RELAY))
+    if ours is None or yws is None or relay is None:
+        return None
+    return ours <= 1.5 * yws and ours <= 1.5 * relay
+
+
 def _below(variant: str, metric: str, limit: float) -> Callable[[Results], bool | None]:
     def check(results: Results) -> bool | None:
         ours = results.median(variant, PLUV, metric)
@@ -686,6 +736,11 @@ TARGETS: dict[tuple[str, str], tuple[str, Callable[[Results], bool | None]]] = {
     ("fanout-20", "rate"): ("≥1× y-ws, ≥3× pycrdt", _fanout_target("fanout-20")),
     ("fanout-50", "rate"): ("≥1× y-ws, ≥3× pycrdt", _fanout_target("fanout-50")),
     ("presence-5hz", "p99"): ("≤1.5× relay, <y-ws, all delivered", _presence_target),
+    ("presence-5hz", "server_us"): ("issue 15: p99 ≤1.2× relay, µs < relay, all delivered",
+                                    _presence_batched("presence-5hz")),
+    ("presence-5hz-120", "server_us"): ("issue 15: p99 ≤1.2× relay, µs < relay, all delivered",
+                                        _presence_batched("presence-5hz-120")),
+    ("storm-1000", "time"): ("issue 15: ≤1.5× y-ws and relay", _storm_target),
     ("join", "time"): ("< 200 ms", _below("join", "time", 199.999)),
     ("memory-room", "per"): ("≤ 20 KiB", _below("memory-room", "per", 20)),
     ("memory-rooms", "per"): ("≤ 30 KiB", _below("memory-rooms", "per", 30)),

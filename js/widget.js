@@ -7,10 +7,17 @@
 //   applied in place to the list, rows keyed by message id: one new message is one new row.
 // - A click sets the `selection` traitlet itself (one hop to the kernel); a post is
 //   {type: "post", text}.
+// - The classroom (polls, help queue, pulse, follow the teacher) is its own view (classroom.js),
+//   below the messages. A teacher's view also shows moderation controls: delete any message,
+//   mute / unmute and remove a person, lock / unlock the room — {type: "call", procedure, input}
+//   messages that the kernel forwards for an allow-list of procedures; the server decides.
+
+import { classroomView } from "./classroom.js";
+import { button as control, h } from "./dom.js";
 
 /**
  * @typedef {{ [key: string]: unknown, selection_id?: string | null }} Presence
- * @typedef {{ connection_id: string, name: string, color: string, presence: Presence }} Me
+ * @typedef {{ connection_id: string, id?: string, role?: string, name: string, color: string, presence: Presence }} Me
  * @typedef {Me & { connection_ids: string[] }} Other
  * @typedef {{ id: string, author: string, color: string, text: string, time: number }} Message
  * @typedef {{ index: number, insert?: Message[], delete?: number, set?: Message }} Op
@@ -18,7 +25,8 @@
  * @typedef {{ type: "messages-delta", base: number, version: number, ops: Op[] }} Delta
  * @typedef {{
  *   room_name: string, connection_state: string, error: string, selection: string | null,
- *   me: Me | Record<string, never>, others: Other[]
+ *   me: Me | Record<string, never>, others: Other[], classroom: Record<string, any>,
+ *   progress: Record<string, any>
  * }} State
  * @typedef {{
  *   get<K extends keyof State>(key: K): State[K],
@@ -32,7 +40,7 @@
  */
 
 // Presence fields the widget itself uses; any other field is shown as a badge on the person.
-const OWN_FIELDS = new Set(["name", "color", "selection_id"]);
+const OWN_FIELDS = new Set(["name", "color", "selection_id", "cell"]);
 
 const STATE_LABELS = /** @type {Record<string, string>} */ ({
   untouched: "connecting…",
@@ -42,6 +50,26 @@ const STATE_LABELS = /** @type {Record<string, string>} */ ({
   closed: "left the room",
 });
 
+/**
+ * What the view can tell `RoomWidget.doctor()` about where it runs: the host application and the
+ * widget manager, as far as they say (best effort: nothing here is a public API of every host).
+ * @param {Model} model
+ * @returns {{ host: string, manager: string }}
+ */
+function hostInfo(model) {
+  const w = /** @type {any} */ (globalThis);
+  const app = w.jupyterapp;
+  let host = app ? `${app.name ?? "Jupyter"} ${app.version ?? ""}`.trim() : "";
+  const marimo = document.querySelector("marimo-version");
+  if (!host && marimo) host = `marimo ${marimo.getAttribute("data-version") ?? ""}`.trim();
+  if (!host && w.acquireVsCodeApi) host = "VS Code";
+  if (!host && w.google?.colab) host = "Colab";
+  const manager = /** @type {any} */ (model).widget_manager;
+  const version = String(manager?.version ?? manager?.constructor?.version ?? "");
+  const described = version ? `widget manager ${version}` : "a widget manager (it does not say its version)";
+  return { host: host || "an unnamed host", manager: manager ? described : "" };
+}
+
 // Rows live in chunks of about this many: adding one row to a room of 10,000 lays out one
 // chunk, not the whole list.
 const CHUNK = 100;
@@ -49,18 +77,6 @@ const CHUNK = 100;
 // One formatter for every row: toLocaleTimeString builds a new one per call.
 const CLOCK = new Intl.DateTimeFormat([], { hour: "2-digit", minute: "2-digit" });
 
-/**
- * @param {string} tag
- * @param {string} className
- * @param {string} [text]
- * @returns {HTMLElement}
- */
-function h(tag, className, text) {
-  const node = document.createElement(tag);
-  node.className = className;
-  if (text !== undefined) node.textContent = text;
-  return node;
-}
 
 /** @param {string} key @param {unknown} value @returns {string | null} */
 function badge(key, value) {
@@ -75,14 +91,18 @@ function clock(time) {
 }
 
 /**
- * A person in the list: coloured dot, name, and badges for their custom presence fields.
+ * A person in the list: coloured dot, name, and badges for their custom presence fields; in a
+ * teacher's view, a student's mute / remove controls.
  * @param {Me | Other} person
  * @param {boolean} isMe
+ * @param {{ muted: Set<string> } | null} moderate the teacher's controls, or null
  */
-function personNode(person, isMe) {
+function personNode(person, isMe, moderate) {
   const li = h("li", isMe ? "pluv-person pluv-me" : "pluv-person");
   li.dataset.connectionId = person.connection_id;
   li.dataset.name = person.name;
+  if (person.id) li.dataset.user = person.id;
+  if (person.role) li.dataset.role = person.role;
   li.style.setProperty("--pluv-color", person.color);
   li.append(h("span", "pluv-dot"), h("span", "pluv-name", isMe ? `${person.name} (you)` : person.name));
   for (const [key, value] of Object.entries(person.presence ?? {})) {
@@ -93,6 +113,15 @@ function personNode(person, isMe) {
       span.dataset.field = key;
       li.append(span);
     }
+  }
+  if (person.role === "teacher" && !isMe) li.append(h("span", "pluv-tag", "teacher"));
+  if (moderate && !isMe && person.id && person.role !== "teacher") {
+    const muted = moderate.muted.has(person.id);
+    const mute = control("pluv-mod", muted ? "unmute" : "mute", "pluv-user-mute");
+    mute.dataset.action = muted ? "users.unmute" : "users.mute";
+    const remove = control("pluv-mod", "remove", "pluv-user-remove");
+    remove.dataset.action = "users.remove";
+    li.append(mute, remove);
   }
   return li;
 }
@@ -105,7 +134,9 @@ function messageRow(message) {
   const meta = h("div", "pluv-meta");
   const author = h("span", "pluv-author", message.author);
   author.style.color = message.color;
-  meta.append(author, h("time", "pluv-time", clock(message.time)), h("span", "pluv-selectors"));
+  const remove = control("pluv-mod pluv-msg-delete", "delete", "pluv-msg-delete");
+  remove.title = "delete this message for everyone";
+  meta.append(author, h("time", "pluv-time", clock(message.time)), h("span", "pluv-selectors"), remove);
   row.append(meta, h("p", "pluv-text", message.text));
   return row;
 }
@@ -143,7 +174,8 @@ export default {
     const header = h("header", "pluv-header");
     const title = h("span", "pluv-room-name");
     const status = h("span", "pluv-status");
-    header.append(title, status);
+    const lock = control("pluv-mod pluv-lock", "lock room", "pluv-room-lock");
+    header.append(title, lock, status);
     const people = h("ul", "pluv-people");
     const list = h("div", "pluv-messages");
     list.setAttribute("role", "list");
@@ -159,8 +191,14 @@ export default {
     const error = h("p", "pluv-error");
     error.title = "click to dismiss";
     let dismissed = "";
-    root.append(header, people, list, empty, form, error);
+    const classroom = classroomView({ model: /** @type {any} */ (model), el });
+    root.append(header, people, list, empty, form, error, classroom.node);
     el.append(root);
+    /** @param {string} procedure @param {Record<string, unknown>} input */
+    const call = (procedure, input) => model.send({ type: "call", procedure, input });
+    /** user ids this teacher's view muted (the server does not tell who is muted: local memory) */
+    const muted = new Set();
+    let locked = false;
 
     /** @type {Map<string, HTMLElement>} message id -> its row */
     const rows = new Map();
@@ -176,6 +214,10 @@ export default {
       status.textContent = STATE_LABELS[state] ?? state;
       input.disabled = state === "closed";
       button.disabled = state !== "open";
+      const me = model.get("me");
+      const role = "role" in me ? me.role ?? "" : "";
+      root.dataset.role = role;
+      lock.hidden = role !== "teacher";
       const text = model.get("error");
       error.textContent = text;
       error.hidden = !text || text === dismissed;
@@ -183,8 +225,9 @@ export default {
 
     function renderPeople() {
       const me = model.get("me");
-      const nodes = model.get("others").map((other) => personNode(other, false));
-      if ("connection_id" in me) nodes.unshift(personNode(/** @type {Me} */ (me), true));
+      const moderate = "role" in me && me.role === "teacher" ? { muted } : null;
+      const nodes = model.get("others").map((other) => personNode(other, false, moderate));
+      if ("connection_id" in me) nodes.unshift(personNode(/** @type {Me} */ (me), true, null));
       people.replaceChildren(...nodes);
       people.dataset.count = String(nodes.length);
     }
@@ -343,17 +386,42 @@ export default {
       version = delta.version;
     }
 
-    /** @param {{ type?: string }} content */
+    /** @param {{ type?: string, id?: number }} content */
     function onCustom(content) {
       if (content.type === "messages-snapshot") applySnapshot(/** @type {Snapshot} */ (content));
       else if (content.type === "messages-delta") applyDelta(/** @type {Delta} */ (content));
+      else if (content.type === "doctor-ping") model.send({ type: "doctor-pong", id: content.id, ...hostInfo(model) });
     }
 
     error.addEventListener("click", () => {
       dismissed = model.get("error");
       error.hidden = true;
     });
+    people.addEventListener("click", (event) => {
+      const control = event.target instanceof Element ? event.target.closest(".pluv-mod") : null;
+      const person = control?.closest(".pluv-person");
+      const action = control instanceof HTMLElement ? control.dataset.action : undefined;
+      const user = person instanceof HTMLElement ? person.dataset.user : undefined;
+      if (!action || !user) return;
+      call(action, { user_id: user });
+      if (action === "users.mute") muted.add(user);
+      if (action === "users.unmute") muted.delete(user);
+      renderPeople();
+    });
+    lock.addEventListener("click", () => {
+      call(locked ? "room.unlock" : "room.lock", {});
+      locked = !locked;
+      lock.textContent = locked ? "unlock room" : "lock room";
+      lock.dataset.locked = String(locked);
+    });
     list.addEventListener("click", (event) => {
+      const remove = event.target instanceof Element ? event.target.closest(".pluv-msg-delete") : null;
+      const owner = remove?.closest(".pluv-message");
+      if (owner instanceof HTMLElement) {
+        event.stopPropagation();
+        call("messages.delete", { id: owner.dataset.id ?? "" });
+        return;
+      }
       const row = /** @type {HTMLElement | null} */ (
         event.target instanceof Element ? event.target.closest(".pluv-message") : null
       );
@@ -389,6 +457,7 @@ export default {
     model.on("change:room_name", onState);
     model.on("change:error", onState);
     model.on("change:me", onPeople);
+    model.on("change:me", onState);
     model.on("change:others", onPeople);
     model.on("change:selection", onSelection);
     model.on("msg:custom", onCustom);
@@ -403,9 +472,11 @@ export default {
       model.off("change:room_name", onState);
       model.off("change:error", onState);
       model.off("change:me", onPeople);
+      model.off("change:me", onState);
       model.off("change:others", onPeople);
       model.off("change:selection", onSelection);
       model.off("msg:custom", onCustom);
+      classroom.destroy();
     };
   },
 };

@@ -8,7 +8,8 @@ connections enter a few rooms and send frames drawn from a corpus of valid ones 
 ``presence``, ``event``, sync step 1, step 2 and updates built by pycrdt from random edits), each
 mutated: bytes flipped, cut or repeated, JSON values swapped for odd ones (NaN, lone surrogates,
 deep nesting, huge numbers), CRDT payloads mutated *inside* a valid sync frame so that they reach
-the CRDT decoder. A connection the server closes is opened again.
+the CRDT decoder. A connection the server closes is opened again. A quarter of the connections
+are stock Yjs clients' (``/yjs/<room>``, no ``join``), which also send awareness messages.
 
 Counted as failures: the server process dying, a close with 1011 (an internal error), a
 traceback in the server's log, and afterwards — with the server restarted on the same store —
@@ -108,6 +109,20 @@ class Corpus:
             json.dumps({"type": "call", "id": 5, "procedure": "room.lock", "input": {}}),
             json.dumps({"type": "call", "id": 6, "procedure": "room.unlock", "input": {}}),
             json.dumps({"type": "call", "id": 7, "procedure": "nope", "input": None}),
+            # The classroom's procedures (issue 13): polls, hands, pulse, export.
+            json.dumps({"type": "call", "id": 8, "procedure": "polls.create",
+                        "input": {"question": "q?", "options": ["a", "b", "c"], "multiple": True}}),
+            json.dumps({"type": "call", "id": 9, "procedure": "polls.vote", "input": {"poll": "p1", "choice": ["a"]}}),
+            json.dumps({"type": "call", "id": 10, "procedure": "polls.reveal", "input": {"poll": "p1"}}),
+            json.dumps({"type": "call", "id": 11, "procedure": "polls.close", "input": {"poll": "p1"}}),
+            json.dumps({"type": "call", "id": 12, "procedure": "hands.raise", "input": {"note": "stuck"}}),
+            json.dumps({"type": "call", "id": 13, "procedure": "hands.next", "input": {}}),
+            json.dumps({"type": "call", "id": 14, "procedure": "hands.resolve", "input": {"user_id": "u"}}),
+            json.dumps({"type": "call", "id": 15, "procedure": "hands.lower", "input": {}}),
+            json.dumps({"type": "call", "id": 16, "procedure": "pulse.checkpoint", "input": {"name": "ex1"}}),
+            json.dumps({"type": "call", "id": 17, "procedure": "pulse.report",
+                        "input": {"cells_run": 3, "last_error": "ValueError", "sharing": True}}),
+            json.dumps({"type": "call", "id": 18, "procedure": "class.export", "input": {}}),
         ]
         return corpus
 
@@ -154,8 +169,23 @@ def protected_frame(step: int, payload: bytes) -> bytes:
     return bytes([8, step]) + varuint(len(payload)) + payload
 
 
+def awareness_frame(rng: random.Random) -> bytes:
+    """A y-protocols awareness message: entries of (client id, clock, JSON state), some odd."""
+    entries = []
+    for _ in range(rng.choice([0, 1, 1, 1, 2, 5])):
+        state = rng.choice(['{"user":{"name":"Eve","color":"#f00"},"cursor":1}', "null", "", *ODD_VALUES,
+                            '{"user":' + '{"a":' * 40 + "1" + "}" * 41])
+        entries.append(varuint(rng.choice([1, 2, rng.randrange(2**53)])) + varuint(rng.randrange(2**40))
+                       + varuint(len(state.encode())) + state.encode())
+    payload = varuint(len(entries)) + b"".join(entries)
+    return bytes([1]) + varuint(len(payload)) + payload
+
+
 def next_frame(rng: random.Random, corpus: Corpus) -> tuple[str, str | bytes]:
-    kind = rng.choice(["text", "text", "update", "update", "step2", "step1", "frame", "protected"])
+    kind = rng.choice(["text", "text", "update", "update", "step2", "step1", "frame", "protected", "awareness"])
+    if kind == "awareness":
+        frame = awareness_frame(rng)
+        return "awareness", mutate_bytes(rng, frame) if rng.random() < 0.5 else frame
     if kind == "protected":
         step = rng.choice([0, 1, 2])
         payload = corpus.state_vector(rng) if step == 0 else rng.choice(corpus.updates)
@@ -253,11 +283,13 @@ async def attacker(server: Server, corpus: Corpus, seed: int, frames: int, repor
     sent = 0
     while sent < frames and server.alive():
         room = rng.choice(ROOMS)
+        yjs = rng.random() < 0.25  # a stock Yjs client's endpoint: no join
         try:
-            async with connect(f"{server.url}/{room}", max_size=None, open_timeout=10) as ws:
+            async with connect(f"{server.url}/{'yjs/' if yjs else ''}{room}", max_size=None, open_timeout=10) as ws:
                 reader = asyncio.create_task(drain(ws))
                 join = corpus.texts[3] if rng.random() < 0.9 else mutate_text(rng, corpus.texts[4])
-                await ws.send(join)
+                if not yjs:
+                    await ws.send(join)
                 while sent < frames:
                     kind, frame = next_frame(rng, corpus)
                     report.by_kind[kind] = report.by_kind.get(kind, 0) + 1

@@ -29,13 +29,15 @@ def room_with(*ids: str, **options: Any) -> ServerRoom:
     core = ServerRoom("room", **options)
     for connection_id in ids:
         core.join(Member(connection_id, {"id": connection_id}, {"n": 0}))
+    core.tick()
     return core
 
 
 def test_join_welcomes_the_newcomer_with_everyone_and_tells_the_others() -> None:
     core = room_with("a")
     actions = core.join(Member("b", {"id": "b"}, {"x": 1}))
-    welcome, joined = sends(actions)
+    assert core.has_output
+    welcome, joined = sends(actions + core.tick())  # the others hear of it at the tick
     assert welcome.to == ("b",)
     assert message(welcome)["others"] == [{"connection_id": "a", "user": {"id": "a"}, "presence": {"n": 0}}]
     assert joined.exclude == "b" and message(joined)["type"] == "joined"
@@ -45,7 +47,7 @@ def test_join_welcomes_the_newcomer_with_everyone_and_tells_the_others() -> None
 
 def test_presence_patches_merge_and_reach_only_the_others() -> None:
     core = room_with("a", "b")
-    (relay,) = sends(core.receive_text("a", '{"type":"presence","patch":{"n":5}}'))
+    (relay,) = sends(core.receive_text("a", '{"type":"presence","patch":{"n":5}}') + core.tick())
     assert relay.exclude == "a"
     assert message(relay) == {"type": "presence", "connection_id": "a", "patch": {"n": 5}}
     assert core.members["a"].presence == {"n": 5}
@@ -158,7 +160,7 @@ def test_an_update_past_the_storage_cap_is_refused() -> None:
 
 def test_inputs_from_another_process_reach_local_members_without_being_mirrored_again() -> None:
     core = room_with("local")
-    actions = core.apply_envelope(MemberJoined(MemberInfo("far", {"id": "far"}, {})))
+    actions = core.apply_envelope(MemberJoined(MemberInfo("far", {"id": "far"}, {}))) + core.tick()
     assert not any(isinstance(action, Mirror) for action in actions)
     assert [message(send)["type"] for send in sends(actions)] == ["joined"]
     actions = core.apply_envelope(EventSent("wave", 1, "far"))
@@ -168,7 +170,7 @@ def test_inputs_from_another_process_reach_local_members_without_being_mirrored_
 
 def test_receive_routes_text_and_binary_frames() -> None:
     core = room_with("a", "b")
-    (relay,) = sends(core.receive("a", '{"type":"presence","patch":{"n":1}}'))
+    (relay,) = sends(core.receive("a", '{"type":"presence","patch":{"n":1}}') + core.tick())
     assert message(relay)["type"] == "presence"
     update = update_appending("x")
     assert core.receive("a", sync.update(update)) == [Commit(update, "a")]

@@ -58,6 +58,10 @@ def test_quickstart_runs_and_starts_the_local_server() -> None:
 def test_classroom_runs_top_to_bottom() -> None:
     notebook = run("classroom.ipynb")
     text = outputs(notebook)
-    assert "Is a CRDT like a git merge?" in text
-    assert "yes: 1, not yet: 1" in text
-    assert "the server refused" in text
+    assert "{'quicksort': 0, 'mergesort': 2, 'heapsort': 0}" in text  # the teacher's live counts
+    assert "'counts': None, 'my_choice': ['mergesort']" in text  # a student's view before the reveal
+    assert "the server refused: invalid_input: the poll is closed" in text
+    assert "the server refused: forbidden" in text
+    assert "[('Ada', 'stuck on 3b'), ('Grace', 'what does stable mean?')]" in text
+    assert "'ex1': '2/2'" in text
+    assert "'attendance', 'checkpoint', 'hand'" in text  # the CSV export's kinds

@@ -49,12 +49,18 @@ class Sink(Protocol):
     def presence(self, client: Client, sender: Any, state: dict[str, Any]) -> None:
         """Another connection's presence arrived (never the client's own echo)."""
 
+    def members(self, client: Client) -> None:
+        """``client.others`` changed (adapters whose protocol has a member list)."""
+
 
 class NullSink:
     def storage(self, client: Client) -> None:
         pass
 
     def presence(self, client: Client, sender: Any, state: dict[str, Any]) -> None:
+        pass
+
+    def members(self, client: Client) -> None:
         pass
 
 
@@ -64,9 +70,13 @@ class Client:
     ``connect()`` returns once the protocol's join and initial storage sync are complete, so
     that a workload's clock never includes a half-joined client. Setting ``quiet`` makes the
     reader drop frames without decoding them (idle connections in the memory workload).
+    ``source``: the local address to connect from (127.0.0.x: another "machine", so that a
+    thousand clients are not one address's worth of sockets). ``others``: the connection ids
+    the client knows are in the room, for a protocol that has a member list (None otherwise).
     """
 
     name: ClassVar[str]
+    others: set[Any] | None = None
 
     def __init__(
         self,
@@ -76,8 +86,10 @@ class Client:
         sink: Sink | None = None,
         doc: pycrdt.Doc[Any] | None = None,
         compression: str | None = "deflate",
+        source: str | None = None,
     ) -> None:
         self.url = f"{base_url}/{room}"
+        self.source = source
         self.room = room
         self.sink: Sink = sink or NullSink()
         self.doc = doc if doc is not None else pycrdt.Doc()
@@ -98,6 +110,7 @@ class Client:
             ping_interval=None,
             open_timeout=timeout,
             close_timeout=2,
+            **({"local_addr": (self.source, 0)} if self.source else {}),
         )
         self._reader = asyncio.get_running_loop().create_task(self._read_loop())
         await asyncio.wait_for(self.handshake(), timeout)

@@ -181,6 +181,13 @@ class Room:
     # -- calls (typed server procedures with replies) -------------------------------------------
 
     @property
+    def class_view(self) -> dict[str, Any] | None:
+        """The last classroom view the server sent this connection (None before the first): polls,
+        hands and pulse as my role may see them. Thread-safe; treat it as read-only (each new view
+        replaces it whole). ``subscribe.class_view(cb)`` hears each new one."""
+        return self._core.class_view
+
+    @property
     def role(self) -> str:
         """My role as the server stamped it in my token: ``teacher``, ``student`` or ``observer``
         (``teacher`` on a server without auth, and before the first welcome)."""

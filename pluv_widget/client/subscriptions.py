@@ -74,7 +74,9 @@ class RoomSubscriptions:
 
     def __call__(self, topic: str, callback: Callable[..., Any]) -> Unsubscribe:
         """pluv's spelling: ``room.subscribe("others", cb)``, ``("my-presence", cb)``,
-        ``("connection", cb)``, ``("storage-state", cb)``, ``("error", cb)``."""
+        ``("connection", cb)``, ``("storage-state", cb)``, ``("error", cb)``, ``("class", cb)``."""
+        if topic == "class":  # the wire's name of the classroom view
+            topic = "class_view"
         method = getattr(self, topic.replace("-", "_"), None)
         if topic.startswith("_") or topic in ("event", "storage") or method is None:
             raise UsageError(f"unknown subscription {topic!r}; use room.subscribe.event(name, cb) for events")
@@ -109,6 +111,12 @@ class RoomSubscriptions:
         ``error.reloaded`` True and ``error.discarded`` the local JSON of each root that was
         dropped; a transient one (``storage_unavailable``) is reported once while resending."""
         return self._listeners.add("error", callback)
+
+    def class_view(self, callback: Callable[[dict[str, Any]], None]) -> Unsubscribe:
+        """``callback(view)`` with this connection's whole classroom view (polls, hands, pulse as
+        its role may see them: see the README's "Teaching with it") each time it changes, and
+        once after every (re)connection. The last one is ``room.class_view``."""
+        return self._listeners.add("class_view", callback)
 
     def storage_state(self, callback: Callable[[str], None]) -> Unsubscribe:
         """``callback(state)``: loading, synced or offline."""

@@ -58,6 +58,10 @@ edits included) and loads the room afresh, instead of merging old content back.
 Calls: :meth:`call` queues a ``call`` (sent once in the room) and returns its id; the server's
 ``result`` or ``error`` of that id becomes a ``call_result`` or ``call_error`` notification. A
 call in flight when the connection drops fails with the code ``disconnected``.
+
+The classroom: the server sends this connection's whole classroom view (``class``) after
+``welcome`` and whenever it changes; the core keeps the last one (:attr:`ClientRoom.class_view`)
+and notifies ``class_view``.
 """
 
 from __future__ import annotations
@@ -80,11 +84,14 @@ from ..protocol import (
     PERMANENT_STORAGE_REFUSALS,
     PERMISSION_REFUSALS,
     TRANSIENT_STORAGE_REFUSALS,
+    ClassView,
     ErrorMessage,
     Event,
     Join,
     Joined,
     Left,
+    MembersJoined,
+    PresenceBatch,
     PresenceUpdate,
     Result,
     SyncStep,
@@ -268,6 +275,9 @@ class ClientRoom:
         self.protected_roots: tuple[str, ...] = ()
         self.teacher_only_roots: tuple[str, ...] = ()
         self.generation: str | None = None  # of the last welcome; None: never welcomed
+        #: The last classroom view the server sent (None: none yet). Replaced whole, never mutated,
+        #: so another thread may read it without a lock.
+        self.class_view: dict[str, Any] | None = None
         self._new_protected(self.protected_doc)
         self._next_call = 0
         self._queued_calls: list[Call] = []
@@ -420,15 +430,23 @@ class ClientRoom:
             raise ProtocolError(ErrorCode.INVALID_MESSAGE, f"expected a welcome, got {type(message).__name__}")
         if isinstance(message, Welcome):
             self._on_welcome(message)
-        elif isinstance(message, PresenceUpdate):
-            member = self.members.patch(message.connection_id or "", message.patch)
-            if member is not None:
-                self._notify_user(member.user_id, "update")
-        elif isinstance(message, Joined):
-            user_id = str(message.member.user["id"])
-            known = bool(self.members.of_user(user_id))
-            self.members.add(Member.from_info(message.member))
-            self._notify_user(user_id, "update" if known else "enter")
+        elif isinstance(message, (PresenceUpdate, PresenceBatch)):
+            changed: list[tuple[str, Literal["enter", "update"]]] = []
+            for update in message.updates if isinstance(message, PresenceBatch) else (message,):
+                member = self.members.patch(update.connection_id or "", update.patch)  # mine: not a member
+                if member is not None:
+                    changed.append((member.user_id, "update"))
+            self._notify_users(changed)
+        elif isinstance(message, (Joined, MembersJoined)):
+            changed = []
+            for info in message.members if isinstance(message, MembersJoined) else (message.member,):
+                if info.connection_id == self.connection_id:
+                    continue  # a coalesced ``joined`` goes to everyone, me included
+                user_id = str(info.user["id"])
+                known = bool(self.members.of_user(user_id))
+                self.members.add(Member.from_info(info))
+                changed.append((user_id, "update" if known else "enter"))
+            self._notify_users(changed)
         elif isinstance(message, Left):
             gone = self.members.remove(message.connection_id)
             if gone is not None:
@@ -439,6 +457,9 @@ class ClientRoom:
         elif isinstance(message, Event):
             self._notify(f"event:{message.event}",
                          RoomEvent(message.event, message.data, message.connection_id, message.user))
+        elif isinstance(message, ClassView):
+            self.class_view = message.view
+            self._notify("class_view", message.view)
         elif isinstance(message, Result):
             if message.id in self._calls_in_flight:
                 self._calls_in_flight.discard(message.id)
@@ -524,16 +545,17 @@ class ClientRoom:
         self.members.clear()
         for info in welcome.others:
             self.members.add(Member.from_info(info))
-        after = {user.id: user for user in self.others}
+        others = self.others  # built once: a welcome may list a thousand people
+        after = {user.id: user for user in others}
         self._set_state(ConnectionState.OPEN)
         if self.storage_state == StorageState.OFFLINE:
             self._set_storage_state(StorageState.SYNCED)  # the sync exchange follows at once
         self.entered = self._synced_here
         for user_id, user in before.items():
             if user_id not in after:
-                self._notify("others", self.others, OthersChange("leave", user))
+                self._notify("others", others, OthersChange("leave", user))
         for user_id, user in after.items():
-            self._notify("others", self.others, OthersChange("update" if user_id in before else "enter", user))
+            self._notify("others", others, OthersChange("update" if user_id in before else "enter", user))
 
     # -- local inputs ----------------------------------------------------------------------------
 
@@ -771,11 +793,20 @@ class ClientRoom:
         return self.user is not None and user_id == str(self.user["id"])
 
     def _notify_user(self, user_id: str, kind: Literal["enter", "update"]) -> None:
-        if self._is_me(user_id):
-            return  # my own other tabs are not "others"
-        group = self.members.of_user(user_id)
-        if group:
-            self._notify("others", self.others, OthersChange(kind, _user_of(group)))
+        self._notify_users([(user_id, kind)])
+
+    def _notify_users(self, changes: list[tuple[str, Literal["enter", "update"]]]) -> None:
+        """One ``others`` notification per change, all carrying the list after the last one (a
+        coalesced frame changes many users at once; the list is built once, not once per user)."""
+        others: list[User] | None = None
+        for user_id, kind in changes:
+            if self._is_me(user_id):
+                continue  # my own other tabs are not "others"
+            group = self.members.of_user(user_id)
+            if group:
+                if others is None:
+                    others = self.others
+                self._notify("others", others, OthersChange(kind, _user_of(group)))
 
     # -- notifications ---------------------------------------------------------------------------
 

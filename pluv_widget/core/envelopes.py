@@ -1,10 +1,10 @@
 """Envelopes: what one server process tells the others about a room they share.
 
 A process publishes every room input it accepted — a member joined, left or patched its
-presence, an event was sent, a storage update committed — and the others apply it to their own
-copy of the room (``ServerRoom.apply_envelope``, the one place envelopes are dispatched). A bus
-may also hand a room :class:`ResyncRequested` of its own: it may have lost envelopes, or the
-shared store may have lost data.
+presence, an event was sent, a storage update committed, a classroom entry recorded — and the
+others apply it to their own copy of the room (``ServerRoom.apply_envelope``, the one place
+envelopes are dispatched). A bus may also hand a room :class:`ResyncRequested` of its own: it
+may have lost envelopes, or the shared store may have lost data.
 
 Each envelope carries the ``node`` (server process) that published it, and knows how it changes a
 bus's view of who is in the room (:meth:`track`: the buses keep a :class:`Membership` per node so
@@ -187,6 +187,30 @@ class RulesChanged:
 
 
 @dataclass(frozen=True, slots=True)
+class ClassRecorded:
+    """An entry of the room's classroom log (``core/classroom.py``) one process accepted and
+    stored: the others apply it to their own fold and refresh their connections' views."""
+
+    kind: ClassVar[str] = "class"
+    entry: dict[str, Any]
+    node: str = ""
+    connection_id: ClassVar[None] = None
+
+    def fields(self) -> dict[str, Any]:
+        return {"entry": self.entry}
+
+    @classmethod
+    def from_fields(cls, value: dict[str, Any], node: str) -> ClassRecorded:
+        entry = value.get("entry")
+        if not isinstance(entry, dict):
+            raise ValueError("a class envelope's 'entry' is an object")
+        return cls(entry, node)
+
+    def track(self, membership: Membership) -> None:
+        pass
+
+
+@dataclass(frozen=True, slots=True)
 class ResyncRequested:
     """From a bus, not a process: converge with the shared store (``reseed``: first store and
     publish what this process holds)."""
@@ -208,11 +232,11 @@ class ResyncRequested:
 
 
 Envelope = (MemberJoined | MemberLeft | PresencePatched | EventSent | StorageUpdated | ProtectedUpdated
-            | RulesChanged | ResyncRequested)
+            | RulesChanged | ClassRecorded | ResyncRequested)
 
 _KINDS: dict[str, Any] = {
     kind.kind: kind for kind in (MemberJoined, MemberLeft, PresencePatched, EventSent, StorageUpdated,
-                                 ProtectedUpdated, RulesChanged, ResyncRequested)
+                                 ProtectedUpdated, RulesChanged, ClassRecorded, ResyncRequested)
 }
 
 

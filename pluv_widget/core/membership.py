@@ -6,7 +6,7 @@ server core, the client core and the in-process bus all keep a :class:`Membershi
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Container, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +27,8 @@ class Member:
     presence: dict[str, Any] = field(default_factory=dict)
     local: bool = True  # server side: its socket is on this process
     touched: int = 0  # the membership's clock at its last join or presence change
+    #: :meth:`encoded`'s text, until the presence changes (see :meth:`Membership.set_presence`).
+    wire: str | None = field(default=None, compare=False, repr=False)
 
     @property
     def user_id(self) -> str:
@@ -34,6 +36,12 @@ class Member:
 
     def info(self) -> MemberInfo:
         return MemberInfo(self.connection_id, self.user, self.presence)
+
+    def encoded(self) -> str:
+        """:meth:`info` as JSON text, encoded once per presence: a welcome lists every member."""
+        if self.wire is None:
+            self.wire = self.info().encode()
+        return self.wire
 
     @classmethod
     def from_info(cls, info: MemberInfo, *, local: bool = True) -> Member:
@@ -46,6 +54,7 @@ class Membership:
 
     def __init__(self) -> None:
         self._members: dict[str, Member] = {}
+        self._users: dict[str, dict[str, Member]] = {}  # user id -> its connections, in join order
         self._clock = 0
 
     def __len__(self) -> int:
@@ -66,14 +75,28 @@ class Membership:
     def add(self, member: Member) -> Member:
         self._clock += 1
         member.touched = self._clock
+        old = self._members.get(member.connection_id)
+        if old is not None:  # the same connection again (a client hears a member it knew): its tab moves
+            self._forget_tab(old)
         self._members[member.connection_id] = member
+        self._users.setdefault(member.user_id, {})[member.connection_id] = member
         return member
 
     def remove(self, connection_id: str) -> Member | None:
-        return self._members.pop(connection_id, None)
+        member = self._members.pop(connection_id, None)
+        if member is not None:
+            self._forget_tab(member)
+        return member
+
+    def _forget_tab(self, member: Member) -> None:
+        tabs = self._users[member.user_id]
+        del tabs[member.connection_id]
+        if not tabs:
+            del self._users[member.user_id]
 
     def clear(self) -> None:
         self._members.clear()
+        self._users.clear()
 
     def patched(self, connection_id: str, patch: dict[str, Any]) -> dict[str, Any] | None:
         """The presence ``connection_id`` would have after ``patch`` (None: no such member)."""
@@ -86,6 +109,7 @@ class Membership:
             self._clock += 1
             member.presence = presence
             member.touched = self._clock
+            member.wire = None
         return member
 
     def patch(self, connection_id: str, patch: dict[str, Any]) -> Member | None:
@@ -93,7 +117,7 @@ class Membership:
         return None if presence is None else self.set_presence(connection_id, presence)
 
     def of_user(self, user_id: str) -> list[Member]:
-        return [member for member in self._members.values() if member.user_id == user_id]
+        return list(self._users.get(user_id, {}).values())
 
     def by_user(self) -> dict[str, list[Member]]:
         """Connections grouped by user, in order of each user's first connection."""
@@ -104,3 +128,8 @@ class Membership:
 
     def infos(self, *, exclude: str | None = None) -> tuple[MemberInfo, ...]:
         return tuple(member.info() for member in self._members.values() if member.connection_id != exclude)
+
+    def encoded(self, *, exclude: Container[str] = ()) -> list[str]:
+        """The members but ``exclude`` as JSON texts, each encoded once per presence (see
+        :meth:`Member.encoded`)."""
+        return [member.encoded() for member in self._members.values() if member.connection_id not in exclude]

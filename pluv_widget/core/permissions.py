@@ -48,18 +48,31 @@ class RoomRules:
     locked: bool = False
     generation: str = ""  # changes on reset, clear and expiry (see ``Welcome.generation``)
     generation_since: float = 0.0  # when this generation began (seconds since the epoch)
+    #: Per Yjs client id, the clock the storage had reached when a reset (or expiry, or delete)
+    #: replaced it: content created below it belongs to an older generation and is refused.
+    retired: dict[int, int] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {"muted": sorted(self.muted), "removed": sorted(self.removed), "locked": self.locked,
-                "generation": self.generation, "generation_since": self.generation_since}
+                "generation": self.generation, "generation_since": self.generation_since,
+                "retired": {str(client): clock for client, clock in self.retired.items()}}
 
     @classmethod
     def from_json(cls, value: Any) -> RoomRules:
         if not isinstance(value, dict):
             return cls()
+        retired = value.get("retired")
+        retired = retired if isinstance(retired, dict) else {}
         return cls({str(v) for v in value.get("muted") or ()}, {str(v) for v in value.get("removed") or ()},
                    bool(value.get("locked")), str(value.get("generation") or ""),
-                   float(value.get("generation_since") or 0.0))
+                   float(value.get("generation_since") or 0.0),
+                   {int(client): int(clock) for client, clock in retired.items()})
+
+    def revives(self, starts: dict[int, int]) -> bool:
+        """True when an update whose structs start at ``starts`` (per client) brings back content
+        of an older generation."""
+        retired = self.retired
+        return bool(retired) and any(start < retired.get(client, 0) for client, start in starts.items())
 
 
 @dataclass(frozen=True)
@@ -70,7 +83,7 @@ class ProcedureRule:
     writes: bool = True
 
 
-#: The built-in procedures (see ``server/moderation.py``) and who may call them.
+#: The built-in procedures (see ``server/moderation.py`` and ``server/classroom.py``) and who may call them.
 BUILTIN_PROCEDURES: dict[str, ProcedureRule] = {
     "messages.post": ProcedureRule(),
     "messages.delete": ProcedureRule(),  # students: their own (see may_delete_message)
@@ -82,6 +95,19 @@ BUILTIN_PROCEDURES: dict[str, ProcedureRule] = {
     "room.lock": ProcedureRule(teacher=True),
     "room.unlock": ProcedureRule(teacher=True),
     "room.reset": ProcedureRule(teacher=True),
+    # The classroom (``server/classroom.py``): teachers run polls, the queue and the record;
+    # writers vote, raise hands and report their progress.
+    "polls.create": ProcedureRule(teacher=True),
+    "polls.reveal": ProcedureRule(teacher=True),
+    "polls.close": ProcedureRule(teacher=True),
+    "polls.vote": ProcedureRule(),
+    "hands.raise": ProcedureRule(),
+    "hands.lower": ProcedureRule(),
+    "hands.resolve": ProcedureRule(teacher=True),
+    "hands.next": ProcedureRule(teacher=True),
+    "pulse.checkpoint": ProcedureRule(),
+    "pulse.report": ProcedureRule(),
+    "class.export": ProcedureRule(teacher=True),
 }
 
 

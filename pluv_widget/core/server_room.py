@@ -8,6 +8,13 @@ core serves members whose sockets live on other server processes (``Member.local
 their inputs arrive as envelopes fed to :meth:`ServerRoom.apply_envelope`, and the adapter
 simply has no socket to send them frames on.
 
+Joins and presence are coalesced: the others hear of them at the next :meth:`ServerRoom.tick`
+(the adapter's, once per turn of its event loop while :attr:`ServerRoom.has_output`), in one
+``joined`` and one ``presence`` frame for however many there were — a storm of a thousand joins
+is a few frames to each member instead of a thousand, and a busy room's presence one frame
+per recipient per turn, each sender's patches of the turn merged (its latest state always
+arrives).
+
 Storage durability: the core's document only ever holds *committed* state. An incoming update
 is validated and handed back as a ``Commit``; it is applied and relayed by :meth:`commit_batch`
 after the adapter's persistence returned. So a joiner's sync, a relay or a hook can never show
@@ -68,12 +75,15 @@ import pycrdt
 from ..protocol import (
     EMPTY_UPDATE,
     Call,
+    ClassView,
     ErrorCode,
     ErrorMessage,
     Event,
     Joined,
     Left,
     Limits,
+    MembersJoined,
+    PresenceBatch,
     PresenceUpdate,
     ProtocolError,
     Result,
@@ -88,7 +98,9 @@ from ..protocol import (
 from ..protocol.codes import PERMANENT_STORAGE_REFUSALS
 from ..protocol.yupdate import InvalidUpdate, UpdateShape, check_update, read_state_vector
 from .actions import Action, Batch, Commit, Invoke, Mirror, ProtectedEdit, Resync, Send
+from .classroom import Classroom, Entry
 from .envelopes import (
+    ClassRecorded,
     Envelope,
     EventSent,
     MemberJoined,
@@ -99,7 +111,7 @@ from .envelopes import (
     RulesChanged,
     StorageUpdated,
 )
-from .membership import Member, Membership
+from .membership import Member, Membership, merge_presence
 from .permissions import (
     BUILTIN_PROCEDURES,
     ProcedureRule,
@@ -242,6 +254,21 @@ class ServerRoom:
         #: refused the same way until they send a sync step 1 with an empty state vector.
         self.poisoned: dict[str, ErrorCode] = {}
         self.broken = False  # the committed document failed to apply a committed update
+        #: The classroom (polls, hands, pulse): a fold of the room's classroom log.
+        self.classroom = Classroom()
+        self._class_sent: dict[str, dict[str, Any]] = {}  # the last view sent to each local connection
+        #: Students present (user id → their connections' names, in order) and each member's
+        #: role: kept as members come and go, so a class view refresh never walks the room.
+        self._students: dict[str, dict[str, str]] = {}
+        self._roles: dict[str, Role] = {}
+        #: Bumped when the classroom fold changes what a view can show, or who is present: a
+        #: refresh with neither changed only sends new connections their first view.
+        self._class_version = 0
+        self._views_version = 0  # the version the last full refresh saw
+        #: Joins and presence patches the others have not heard of yet (see :meth:`tick`).
+        self._announce: dict[str, Member] = {}
+        self._announce_local: set[str] = set()  # the local ones among them
+        self._presence_out: dict[str, dict[str, Any]] = {}
         self.load_stored(updates)
 
     # -- storage ----------------------------------------------------------------------------
@@ -356,6 +383,10 @@ class ServerRoom:
             shape = check_update(update)
         except InvalidUpdate as error:
             return self._refuse(connection_id, ErrorCode.STORAGE_REJECTED, f"corrupt update refused: {error}")
+        if self.rules.revives(shape.starts):
+            return self._refuse(connection_id, ErrorCode.STORAGE_REJECTED,
+                                "update refused: it brings back content from before the room was reset; "
+                                "reload the room (your document belongs to an older generation)")
         if self.storage_bytes + self.pending_bytes + len(update) > self.limits.max_storage_bytes:
             return self._refuse(
                 connection_id,
@@ -637,36 +668,96 @@ class ServerRoom:
     # -- membership -------------------------------------------------------------------------
 
     def join(self, member: Member, *, generation: str | None = None) -> list[Action]:
-        """Add a member: it gets a ``welcome`` with everyone else, the others a ``joined``.
+        """Add a member: it gets a ``welcome`` with everyone but this tick's local joiners; the
+        others (and it) hear of it and of everyone else who joined meanwhile at the next
+        :meth:`tick` (one frame for a storm).
+
+        A welcome's list is spliced from each member's JSON, encoded once per presence: a joiner
+        costs one pass over the members, never an encode of each.
 
         ``generation``: the one the joiner's document belongs to (from its ``join``). An older one
         poisons the connection: its old updates are refused until it reloads (the client
         discards its document when it sees the new generation in ``welcome``)."""
         self.members.add(member)
+        self._roles[member.connection_id] = role = role_of(member.user, self.default_role)
+        if role == Role.STUDENT:
+            tabs = self._students.setdefault(member.user_id, {})
+            if not tabs:
+                self._class_version += 1  # who is present changed
+            tabs[member.connection_id] = str(member.user.get("name") or member.user_id)
         if member.local and generation is not None and generation != self.rules.generation:
             self.poisoned[member.connection_id] = ErrorCode.STORAGE_REJECTED
-        info = member.info()
         actions: list[Action] = []
+        self._announce[member.connection_id] = member
         if member.local:
+            # This tick's local joiners (this one among them) are left out: the tick's ``joined``
+            # reaches this joiner too, so none is sent to it twice. Members joined elsewhere stay
+            # in: whoever entered before this joiner, on any process, is in its first snapshot.
+            self._announce_local.add(member.connection_id)
             welcome = Welcome(self.name, member.connection_id, member.user, member.presence,
-                              self.members.infos(exclude=member.connection_id),
                               generation=self.rules.generation, protected_roots=self.protected_roots,
-                              teacher_only_roots=self.teacher_only_roots)
+                              teacher_only_roots=self.teacher_only_roots,
+                              encoded_others=self.members.encoded(exclude=self._announce_local))
             actions.append(Send(welcome.encode(), to=(member.connection_id,)))
-        actions.append(Send(Joined(info).encode(), exclude=member.connection_id))
-        if member.local:
-            actions.append(Mirror(MemberJoined(info)))
+            actions.append(Mirror(MemberJoined(member.info())))
         return actions
 
     def leave(self, connection_id: str) -> list[Action]:
         self.poisoned.pop(connection_id, None)
         self.protected_subscribers.discard(connection_id)
         member = self.members.remove(connection_id)
+        self._class_sent.pop(connection_id, None)
+        if self._roles.pop(connection_id, None) == Role.STUDENT and member is not None:
+            tabs = self._students.get(member.user_id, {})
+            tabs.pop(connection_id, None)
+            if not tabs:
+                self._students.pop(member.user_id, None)
+                self._class_version += 1
         if member is None:
             return []
+        # Not announced yet: the others never hear of it (but this tick's joiners, whose
+        # welcome listed it, hear it leave); its unsent presence is moot.
+        self._announce.pop(connection_id, None)
+        self._announce_local.discard(connection_id)
+        self._presence_out.pop(connection_id, None)
         actions: list[Action] = [Send(Left(connection_id).encode())]
         if member.local:
             actions.append(Mirror(MemberLeft(connection_id)))
+        return actions
+
+    # -- what is coalesced per tick ---------------------------------------------------------
+
+    @property
+    def has_output(self) -> bool:
+        """True when :meth:`tick` has something to send: the adapter calls it once per turn of
+        its event loop while this is true (a turn's joins and presence go out together)."""
+        return bool(self._announce or self._presence_out)
+
+    def tick(self) -> list[Action]:
+        """The joins and presence patches since the last tick, coalesced: at most one ``joined``
+        and one ``presence`` frame, each encoded once and sent to everyone in the room.
+
+        One of a kind goes out as before (to everyone but its subject); several go as
+        :class:`~pluv_widget.protocol.MembersJoined` / :class:`~pluv_widget.protocol.PresenceBatch`,
+        to everyone (receivers skip their own entry). A sender's patches of the tick are merged:
+        every sender's latest presence arrives, intermediate states may not. Joins go first, so
+        nobody hears a presence before its member."""
+        actions: list[Action] = []
+        if self._announce:
+            joined, self._announce = list(self._announce.values()), {}
+            self._announce_local.clear()
+            if len(joined) == 1:
+                actions.append(Send(Joined(joined[0].info()).encode(), exclude=joined[0].connection_id))
+            else:
+                batch = MembersJoined(tuple(m.info() for m in joined), encoded=[m.encoded() for m in joined])
+                actions.append(Send(batch.encode()))
+        if self._presence_out:
+            updates = [PresenceUpdate(patch, sender) for sender, patch in self._presence_out.items()]
+            self._presence_out = {}
+            if len(updates) == 1:
+                actions.append(Send(updates[0].encode(), exclude=updates[0].connection_id))
+            else:
+                actions.append(Send(PresenceBatch(tuple(updates)).encode()))
         return actions
 
     # -- presence and events ----------------------------------------------------------------
@@ -684,10 +775,9 @@ class ServerRoom:
             )
         member = self.members.set_presence(connection_id, merged)
         assert member is not None
-        actions: list[Action] = [Send(PresenceUpdate(patch, connection_id).encode(), exclude=connection_id)]
-        if member.local:
-            actions.append(Mirror(PresencePatched(connection_id, patch)))
-        return actions
+        pending = self._presence_out.get(connection_id)
+        self._presence_out[connection_id] = patch if pending is None else merge_presence(pending, patch)
+        return [Mirror(PresencePatched(connection_id, patch))] if member.local else []
 
     def emit(
         self,
@@ -698,14 +788,68 @@ class ServerRoom:
         include_sender: bool = True,
         mirror: bool = True,
     ) -> list[Action]:
-        """Broadcast an event stamped with its sender (``None``: the server itself).
+        """Broadcast an event stamped with its sender (``None``: the server itself). What the
+        tick holds goes first: an event never overtakes its sender's presence.
 
         ``mirror=False`` for an event that came from another process."""
         member = self.members.get(sender)
         message = Event(event, data, sender, member.user if member else None, stamped=True)
-        actions: list[Action] = [Send(message.encode(), exclude=None if include_sender else sender)]
+        actions = self.tick()
+        actions.append(Send(message.encode(), exclude=None if include_sender else sender))
         if mirror:
             actions.append(Mirror(EventSent(event, data, sender, include_sender)))
+        return actions
+
+    # -- the classroom (core/classroom.py decides; here: who is present, who gets what) --------
+
+    def record_class(self, entry: Entry) -> list[Action]:
+        """Apply a classroom entry this process accepted and stored; mirror it to the others."""
+        return [Mirror(ClassRecorded(entry))] if self._apply_class(entry) else []
+
+    def _apply_class(self, entry: Entry) -> bool:
+        applied = self.classroom.apply(entry)
+        # A non-student's attendance only goes to the export: no view shows it.
+        if applied and not (entry.get("kind") == "attendance" and entry.get("role") != Role.STUDENT):
+            self._class_version += 1
+        return applied
+
+    def present_students(self) -> dict[str, str]:
+        """The students in the room now, on any process: user id → name."""
+        return {user_id: next(iter(tabs.values())) for user_id, tabs in self._students.items()}
+
+    def class_refresh(self, now: float, skip: Container[str] = (), new: Iterable[str] = ()) -> list[Send]:
+        """What a refresh must send: every changed view (:meth:`class_views`) when the classroom
+        or who is present changed since the last full one; else only the first views of ``new``
+        connections (a join storm of people who change no view costs nothing per member)."""
+        if self._class_version != self._views_version:
+            self._views_version = self._class_version
+            return self.class_views(now, skip)
+        return self.class_views(now, skip, only=new)
+
+    def class_views(self, now: float, skip: Container[str] = (), only: Iterable[str] | None = None) -> list[Send]:
+        """A ``class`` message for each local connection (but ``skip``; of ``only`` when given)
+        whose view changed since the last one it was sent (a new connection: its first). ``now``
+        is added to what is sent but is not a change. A view is built once per user and role (a
+        user's tabs share it)."""
+        present = self.present_students()
+        built: dict[tuple[Role, str], dict[str, Any]] = {}
+        actions: list[Send] = []
+        targets = self.members if only is None else [m for c in only if (m := self.members.get(c)) is not None]
+        for member in targets:
+            if not member.local or member.connection_id in skip:
+                continue
+            role = self._roles.get(member.connection_id) or role_of(member.user, self.default_role)
+            key = (role, member.user_id if role == Role.STUDENT else "")
+            view = built.get(key)
+            if view is None:
+                view = built[key] = self.classroom.view_for(role, member.user_id, present)
+            if self._class_sent.get(member.connection_id) == view:
+                continue
+            self._class_sent[member.connection_id] = view
+            actions.append(Send(ClassView({**view, "now": now}).encode(), to=(member.connection_id,)))
+        if only is None:
+            for connection_id in [c for c in self._class_sent if c not in self.members]:
+                del self._class_sent[connection_id]
         return actions
 
     # -- inputs from other processes --------------------------------------------------------
@@ -729,6 +873,9 @@ class ServerRoom:
                 return self.commit_protected(update, mirror=False)
             case RulesChanged(rules=rules):
                 self.rules = RoomRules.from_json(rules)
+                return []
+            case ClassRecorded(entry=entry):
+                self._apply_class(entry)
                 return []
             case ResyncRequested(reseed=reseed):
                 return [Resync(reseed)]

@@ -4,7 +4,7 @@ Nothing outside this package parses a frame or spells a field name of the wire. 
 become typed values here, or are refused here with a documented code.
 
 * :mod:`.messages` — the text (JSON) messages: ``join``, ``welcome``, ``joined``, ``left``,
-  ``presence``, ``event``, ``call``, ``result``, ``error``.
+  ``presence``, ``event``, ``call``, ``result``, ``error``, ``class``.
 * :mod:`.sync` — binary frames: Yjs sync messages as y-websocket frames them.
 * :mod:`.codes` — close codes and error codes. :mod:`.limits` — the server's limits.
 * :mod:`.names` — room and event names. :mod:`.roles` — ``teacher``, ``student``, ``observer``.
@@ -30,6 +30,7 @@ from .constants import SERVER_NAME as SERVER_NAME
 from .constants import SUPPORTED_PROTOCOLS as SUPPORTED_PROTOCOLS
 from .limits import Limits as Limits
 from .messages import Call as Call
+from .messages import ClassView as ClassView
 from .messages import ClientMessage as ClientMessage
 from .messages import ErrorMessage as ErrorMessage
 from .messages import Event as Event
@@ -37,6 +38,8 @@ from .messages import Join as Join
 from .messages import Joined as Joined
 from .messages import Left as Left
 from .messages import MemberInfo as MemberInfo
+from .messages import MembersJoined as MembersJoined
+from .messages import PresenceBatch as PresenceBatch
 from .messages import PresenceUpdate as PresenceUpdate
 from .messages import Result as Result
 from .messages import ServerMessage as ServerMessage

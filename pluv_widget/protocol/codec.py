@@ -79,19 +79,26 @@ def _check_nesting(value: Any, surrogates: bool) -> None:
         stack.extend((child, depth + 1) for child in children)
 
 
-def decode_object(frame: str) -> dict[str, Any]:
-    """Parse a text frame into a JSON object with a string ``type``, or raise :class:`ProtocolError`."""
+def decode_json(text: str) -> Any:
+    """Parse untrusted JSON text with the protocol's checks (no NaN/Infinity/1e400, no lone
+    surrogates, at most :data:`MAX_JSON_DEPTH` deep), or raise :class:`ProtocolError`."""
     try:
-        message = json.loads(frame, parse_constant=_refuse_constant, parse_float=_finite_float)
+        value = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
     except RecursionError:
         _refuse(f"the message nests deeper than {MAX_JSON_DEPTH} levels")
     except ValueError as error:
         if isinstance(error, ProtocolError):
             raise
         _refuse(f"frame is not JSON: {error}")
+    surrogates = _SURROGATE_ESCAPE.search(text) is not None
+    if surrogates or text.count("{") + text.count("[") > MAX_JSON_DEPTH:
+        _check_nesting(value, surrogates)
+    return value
+
+
+def decode_object(frame: str) -> dict[str, Any]:
+    """Parse a text frame into a JSON object with a string ``type``, or raise :class:`ProtocolError`."""
+    message = decode_json(frame)
     if not isinstance(message, dict) or not isinstance(message.get("type"), str):
         _refuse("a message is a JSON object with a string 'type'")
-    surrogates = _SURROGATE_ESCAPE.search(frame) is not None
-    if surrogates or frame.count("{") + frame.count("[") > MAX_JSON_DEPTH:
-        _check_nesting(message, surrogates)
     return message

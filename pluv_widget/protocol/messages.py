@@ -2,18 +2,30 @@
 
 The client's first frame is :class:`Join`; the server answers :class:`Welcome` (everyone already
 in the room) and then, as they happen, :class:`Joined`, :class:`Left`, :class:`PresenceUpdate`,
-:class:`Event`, :class:`Result` and :class:`ErrorMessage`. After joining, a client sends
+:class:`Event`, :class:`Result`, :class:`ErrorMessage` and :class:`ClassView`. After joining, a client sends
 :class:`PresenceUpdate`, :class:`Event` and :class:`Call` (a typed procedure with a reply: the
 server answers the sender only, with a :class:`Result` or an :class:`ErrorMessage` of the same
 ``id``). Values cross the wire as ``{"type": ..., fields...}``; a field the server
 stamps (who sent it) is left out when a client sends the message.
+
+Coalesced forms (protocol 2; the server sends them when several happened within one tick of its
+event loop — a join storm, a busy room's presence): :class:`MembersJoined` is ``joined`` with
+``members`` (a list of members) instead of one member's fields, and :class:`PresenceBatch` is
+``presence`` with ``updates`` (a list of ``{"connection_id", "patch"}``, each sender's patches of
+that tick merged into one) instead of ``patch``. Both go to everyone in the room in one frame, so
+they may name the receiver itself (skipped) or a member its ``welcome`` already listed (taken as
+is). One event of a tick is still sent in the single form.
+
+:class:`ClassView` (``{"type": "class", "view": {...}}``) is one connection's whole view of the
+room's classroom (polls, hands, pulse — what its role may see, built by the server); the server
+sends it after ``welcome`` and again whenever it changes. Clients never send it.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +55,11 @@ class MemberInfo:
 
     def to_wire(self) -> dict[str, Any]:
         return {"connection_id": self.connection_id, "user": self.user, "presence": self.presence}
+
+    def encode(self) -> str:
+        """This member as JSON text: what :attr:`Welcome.encoded_others` and
+        :meth:`MembersJoined.encode` splice in (encode a member once, not once per joiner)."""
+        return encode_json(self.to_wire())
 
     @classmethod
     def from_wire(cls, value: Any) -> MemberInfo:
@@ -120,20 +137,25 @@ class Welcome:
     protected_roots: tuple[str, ...] = ()
     #: Protected roots a teacher's client may also write directly (protected update frames).
     teacher_only_roots: tuple[str, ...] = ()
+    #: ``others`` already encoded (:meth:`MemberInfo.encode`): sent instead of ``others``.
+    encoded_others: Sequence[str] | None = field(default=None, compare=False, repr=False)
 
     def encode(self) -> str:
-        return encode_json({
+        head = encode_json({
             "type": "welcome",
             "protocol": self.protocol,
             "room": self.room,
             "connection_id": self.connection_id,
             "user": self.user,
             "presence": self.presence,
-            "others": [other.to_wire() for other in self.others],
             "generation": self.generation,
             "protected_roots": list(self.protected_roots),
             "teacher_only_roots": list(self.teacher_only_roots),
         })
+        others = self.encoded_others
+        if others is None:
+            others = [other.encode() for other in self.others]
+        return _with_list(head, "others", others)
 
     @classmethod
     def from_wire(cls, message: dict[str, Any]) -> Welcome:
@@ -161,6 +183,58 @@ class Joined:
     @classmethod
     def from_wire(cls, message: dict[str, Any]) -> Joined:
         return cls(MemberInfo.from_wire(message))
+
+
+@dataclass(frozen=True, slots=True)
+class MembersJoined:
+    """server → everyone in the room: the connections that entered within one server tick, in
+    the order they entered, each as it was when the frame was built. A receiver skips its own
+    entry and takes an entry for a member it knows as that member's current state."""
+
+    members: tuple[MemberInfo, ...]
+    #: ``members`` already encoded (:meth:`MemberInfo.encode`): sent instead of ``members``.
+    encoded: Sequence[str] | None = field(default=None, compare=False, repr=False)
+
+    def encode(self) -> str:
+        parts = self.encoded if self.encoded is not None else [member.encode() for member in self.members]
+        return _with_list(encode_json({"type": "joined"}), "members", parts)
+
+    @classmethod
+    def from_wire(cls, message: dict[str, Any]) -> MembersJoined:
+        members = message.get("members")
+        _need(isinstance(members, list) and len(members) > 0, "joined 'members' is a non-empty list")
+        assert isinstance(members, list)
+        return cls(tuple(MemberInfo.from_wire(member) for member in members))
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceBatch:
+    """server → everyone in the room: the presence patches of one server tick, one per sender
+    (a sender's patches of the tick merged, in order), each stamped with its ``connection_id``.
+    A receiver applies them in order and skips its own."""
+
+    updates: tuple[PresenceUpdate, ...]
+
+    def encode(self) -> str:
+        return encode_json({"type": "presence", "updates": [
+            {"connection_id": update.connection_id, "patch": update.patch} for update in self.updates]})
+
+    @classmethod
+    def from_wire(cls, message: dict[str, Any]) -> PresenceBatch:
+        updates = message.get("updates")
+        _need(isinstance(updates, list) and len(updates) > 0, "presence 'updates' is a non-empty list")
+        assert isinstance(updates, list)
+        decoded = []
+        for update in updates:
+            _need(_is_object(update), "a presence update is an object")
+            decoded.append(PresenceUpdate.from_wire(update))
+            _need(decoded[-1].connection_id is not None, "a presence update needs its 'connection_id'")
+        return cls(tuple(decoded))
+
+
+def _with_list(head: str, key: str, parts: Sequence[str]) -> str:
+    """The JSON object ``head`` with ``key`` added: a list of already encoded JSON values."""
+    return f'{head[:-1]},"{key}":[{",".join(parts)}]}}'
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,8 +386,29 @@ class Result:
         return cls(call_id, message.get("data"))  # type: ignore[arg-type]
 
 
+@dataclass(frozen=True, slots=True)
+class ClassView:
+    """server → one connection: its whole current view of the classroom (``core/classroom.py``
+    decides what each role may see; votes, notes and pulse reach teachers' connections only).
+    Sent whole rather than as deltas: a view is small, and a connection that missed one (a
+    reconnect) needs no history to be right again."""
+
+    view: dict[str, Any]
+
+    def encode(self) -> str:
+        return encode_json({"type": "class", "view": self.view})
+
+    @classmethod
+    def from_wire(cls, message: dict[str, Any]) -> ClassView:
+        view = message.get("view")
+        _need(_is_object(view), "class 'view' must be an object")
+        assert isinstance(view, dict)
+        return cls(view)
+
+
 ClientMessage = PresenceUpdate | Event | Call
-ServerMessage = Welcome | Joined | Left | PresenceUpdate | Event | ErrorMessage | Result
+ServerMessage = (Welcome | Joined | MembersJoined | Left | PresenceUpdate | PresenceBatch | Event | ErrorMessage
+                 | Result | ClassView)
 
 
 def decode_client_message(frame: str, limits: Limits) -> ClientMessage:
@@ -334,12 +429,14 @@ def decode_client_message(frame: str, limits: Limits) -> ClientMessage:
 
 _SERVER_MESSAGES: dict[str, Callable[[dict[str, Any]], ServerMessage]] = {
     "welcome": Welcome.from_wire,
-    "joined": Joined.from_wire,
+    "joined": lambda message: MembersJoined.from_wire(message) if "members" in message else Joined.from_wire(message),
     "left": Left.from_wire,
-    "presence": PresenceUpdate.from_wire,
+    "presence": lambda message: (PresenceBatch.from_wire(message) if "updates" in message
+                                 else PresenceUpdate.from_wire(message)),
     "event": Event.from_wire,
     "error": ErrorMessage.from_wire,
     "result": Result.from_wire,
+    "class": ClassView.from_wire,
 }
 
 

@@ -2,6 +2,8 @@
 
 * ``ws://host:port/<room>?token=<token>`` — a room connection (the token only when the server
   requires auth).
+* ``ws://host:port/yjs/<room>?token=<token>`` — the same room for a stock Yjs client (the
+  y-websocket protocol, see ``server/yjs_connection.py``); without auth ``?name=`` names it.
 * ``GET /health`` — a :class:`Health` object: how the local launcher recognises our server.
 * ``GET /token?room=R&name=N&join_code=C[&claim=K]`` — ``{"token": ..., "user": {"id", "name",
   "role"}, "claim": K}``: ``claim`` is the per-person secret that proves, next time, that the
@@ -19,6 +21,8 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsp
 from .constants import PROTOCOL_VERSION, SERVER_NAME
 
 HEALTH_PATH = "/health"
+#: The HTTP API's routes live under this path (see ``server/rest.py``).
+API_ROOT = "/api"
 TOKEN_PATH = "/token"
 #: A teacher frees a claimed name (``POST``, the teacher's room token as ``Authorization: Bearer``).
 RELEASE_NAME_PATH = "/names/release"
@@ -27,7 +31,13 @@ CLAIM_PARAM = "claim"
 #: ``/token``'s query parameter with a JupyterHub identity token (a hub service, ``serve --jupyterhub``).
 HUB_TOKEN_PARAM = "hub_token"
 #: Paths the server answers over HTTP, so no room can have these names.
-RESERVED_ROOM_NAMES = frozenset({HEALTH_PATH.lstrip("/"), TOKEN_PATH.lstrip("/")})
+#: Stock Yjs clients connect at ``/yjs/<room>`` (y-websocket appends ``/<room>`` to its server URL).
+YJS_ROOT = "/yjs"
+#: The teacher dashboard's page.
+DASHBOARD_PATH = "/dashboard"
+#: Paths the server answers itself (HTTP routes, the Yjs endpoint), so no room can have these names.
+RESERVED_ROOM_NAMES = frozenset(
+    path.lstrip("/") for path in (HEALTH_PATH, TOKEN_PATH, API_ROOT, YJS_ROOT, DASHBOARD_PATH))
 
 _HTTP_SCHEMES = {"ws": "http", "wss": "https"}
 
@@ -46,6 +56,26 @@ def parse_room_path(path: str) -> tuple[str, str | None]:
         if key == "token":
             token = value
     return unquote(url.path.lstrip("/")), token
+
+
+#: The dashboard's live feed (a websocket; the page itself is ``DASHBOARD_PATH``).
+DASHBOARD_LIVE_PATH = DASHBOARD_PATH + "/live"
+
+
+def parse_yjs_path(path: str) -> tuple[str, str | None, str | None] | None:
+    """``(room, token, name)`` from a Yjs socket's path (``/yjs/<room>?token=...&name=...``), or
+    None when the path is not under :data:`YJS_ROOT`; the room is not validated."""
+    url = urlsplit(path)
+    if not url.path.startswith(YJS_ROOT + "/"):
+        return None
+    params = dict(parse_qsl(url.query))
+    return unquote(url.path[len(YJS_ROOT) + 1:]), params.get("token"), params.get("name")
+
+
+def yjs_url(base: str, room: str, token: str | None = None) -> str:
+    """The Yjs endpoint of ``room`` under a ws base URL (y-websocket: server URL ``base/yjs``)."""
+    query = "?" + urlencode({"token": token}) if token else ""
+    return f"{base.rstrip('/')}{YJS_ROOT}/{quote(room)}{query}"
 
 
 def http_base(ws_base: str) -> str:
@@ -98,6 +128,7 @@ class Health(TypedDict):
     storage: str
     redis: NotRequired[str]
     quarantined: NotRequired[int]  # stored updates set aside since start: they no longer applied
+    time: NotRequired[float]  # the server's clock (``pluv-widget doctor`` compares it with the kernel's)
 
 
 def is_our_health(body: Any) -> bool:

@@ -74,6 +74,9 @@ def build_io(args: argparse.Namespace) -> PluvIO:
     io.teacher_only_roots = [*io.teacher_only_roots, *args.teacher_only_root]
     if args.storage_ttl is not None:
         io.storage_ttl_s = args.storage_ttl
+    webhook_secret = args.webhook_secret or os.environ.get("PLUV_WIDGET_WEBHOOK_SECRET")
+    if args.webhook_url or webhook_secret:
+        io.webhook_url, io.webhook_secret = args.webhook_url, webhook_secret
     if args.redis:
         io.use_redis(args.redis)
     elif io.persistence is None:
@@ -130,6 +133,15 @@ def status(_: argparse.Namespace) -> None:
     print(json.dumps(info, indent=2))
 
 
+def doctor(args: argparse.Namespace) -> None:
+    from ..local.doctor import report, run
+
+    findings = run(args.url)
+    print(report(findings))
+    if not all(finding.ok for finding in findings):
+        sys.exit(1)
+
+
 def stop(_: argparse.Namespace) -> None:
     from ..local import stop_local_server
 
@@ -170,9 +182,15 @@ def main(argv: list[str] | None = None) -> None:
                      help="a protected root teachers may also write directly, repeatable")
     run.add_argument("--storage-ttl", type=float, metavar="SECONDS",
                      help="drop a room's storage this long after its generation began")
+    run.add_argument("--webhook-url", metavar="URL", help="POST signed webhooks of room events here")
+    run.add_argument("--webhook-secret", metavar="whsec_...",
+                     help="the webhooks' Standard Webhooks secret (or $PLUV_WIDGET_WEBHOOK_SECRET)")
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     run.set_defaults(func=serve)
     commands.add_parser("status", help="show the local server").set_defaults(func=status)
     commands.add_parser("stop", help="stop the local server").set_defaults(func=stop)
+    checkup = commands.add_parser("doctor", help="check what breaks rooms on this machine, and say how to fix it")
+    checkup.add_argument("--url", help="the server to check (default: $PLUV_WIDGET_URL, else the local server)")
+    checkup.set_defaults(func=doctor)
     args = parser.parse_args(argv)
     args.func(args)

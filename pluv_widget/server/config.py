@@ -16,6 +16,7 @@ from .hooks import Hook
 from .procedures import Procedure
 from .storage.base import Persistence
 from .tokens import DEFAULT_TOKEN_MAX_AGE_S, TokenRequest, issue_token
+from .webhooks import WebhookSender
 
 #: ``create_io(mint_user=...)``: the user a ``/token`` request gets (sync or async), None to refuse.
 MintUser = Callable[[TokenRequest], dict[str, Any] | Awaitable[dict[str, Any] | None] | None]
@@ -46,6 +47,8 @@ class ServerConfig:
     #: Drop a room's storage (back to its initial storage, new generation) this long after its
     #: generation began; None: never.
     storage_ttl_s: float | None = None
+    #: Signed webhooks (``create_io(webhook_url=, webhook_secret=)``); None: none are sent.
+    webhooks: WebhookSender | None = None
     on_user_connected: Hook | None = None
     on_user_disconnected: Hook | None = None
     on_room_destroyed: Hook | None = None

@@ -8,6 +8,9 @@ connections of one token user in one room (4008), then the member's frames, pace
 ``max_messages_per_s`` and ``max_bytes_per_s`` and never read faster than the member reads
 what the server sends (backpressure: a flood is slowed down, never dropped; a member that does
 not read at all is cut with 4007, see :mod:`.guard`).
+
+A path under ``/yjs/`` is a stock Yjs client's (:mod:`.yjs_connection`): the same room, token,
+limits and pacing, without ``join``.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import asyncio
 import logging
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from websockets.asyncio.server import ServerConnection
@@ -24,7 +28,7 @@ from websockets.exceptions import ConnectionClosed
 from ..core import Member
 from ..core.server_room import update_problem
 from ..protocol import TEACHER, CloseCode, ErrorCode, Join, ProtocolError, is_valid_room_name
-from ..protocol.routes import parse_room_path
+from ..protocol.routes import DASHBOARD_LIVE_PATH, parse_room_path, parse_yjs_path
 from .config import ServerConfig
 from .guard import ConnectionGate, GuardedConnection
 from .hub import unprefixed
@@ -32,6 +36,7 @@ from .live_room import LiveRoom
 from .registry import RoomRegistry
 from .storage.base import StorageUnavailableError
 from .tokens import TokenError, verify_token
+from .yjs_connection import YjsConnectionHandler
 
 log = logging.getLogger("pluv_widget.server")
 
@@ -53,10 +58,21 @@ class ConnectionHandler:
         self.gate = gate
         self.connections = 0  # joined connections, for /health
         self._per_user: dict[tuple[str, str], int] = {}  # (room, token user id) -> connections
+        self.yjs = YjsConnectionHandler(self)
+        #: The teacher dashboard's live feed (``/dashboard/live``), set by the running server.
+        self.dashboard: Callable[[ServerConnection, str | None], Awaitable[None]] | None = None
 
     async def __call__(self, socket: ServerConnection) -> None:
         assert socket.request is not None
-        name, token = parse_room_path(unprefixed(socket.request.path, self.config.path_prefix))
+        path = unprefixed(socket.request.path, self.config.path_prefix)
+        yjs = parse_yjs_path(path)
+        if yjs is not None:
+            await self.yjs(socket, *yjs)
+            return
+        name, token = parse_room_path(path)
+        if "/" + name == DASHBOARD_LIVE_PATH and self.dashboard is not None:
+            await self.dashboard(socket, token)
+            return
         if not is_valid_room_name(name):
             await socket.close(CloseCode.INVALID_ROOM, f"invalid room name {name[:64]!r}")
             return
@@ -149,14 +165,17 @@ class ConnectionHandler:
             await socket.close(CloseCode.TRY_AGAIN_LATER, "room storage unreachable: retry later")
             return None
 
-    async def _serve(self, socket: ServerConnection, room: LiveRoom, connection_id: str) -> None:
+    async def _serve(self, socket: ServerConnection, room: LiveRoom, connection_id: str,
+                     receive: Callable[[str, str | bytes], Awaitable[None]] | None = None) -> None:
         """Feed the connection's frames to its room, pacing a flood instead of dropping it.
 
         Two token buckets, messages and bytes: a frame is charged when read, and a connection in
         debt is not read again until it is paid off (TCP then slows the sender). A frame larger
         than the byte burst still passes, followed by a pause. Before each frame, reading also
         waits while this connection's own unsent data is above ``send_buffer_pause_bytes``.
+        ``receive``: what takes each frame (default: the room).
         """
+        receive = receive or room.receive
         limits = self.config.limits
         messages, data = float(limits.message_burst), float(limits.byte_burst)
         refilled, warned = time.monotonic(), False
@@ -170,7 +189,7 @@ class ConnectionHandler:
             messages = min(float(limits.message_burst), messages + (now - refilled) * limits.max_messages_per_s) - 1
             data = min(float(limits.byte_burst), data + (now - refilled) * limits.max_bytes_per_s) - size
             refilled = now
-            await room.receive(connection_id, frame)
+            await receive(connection_id, frame)
             debt = max(-messages / limits.max_messages_per_s, -data / limits.max_bytes_per_s)
             if debt > 0:
                 if not warned:

@@ -37,6 +37,8 @@ from websockets.http11 import Request
 from websockets.protocol import State
 
 from ..protocol import CloseCode, Limits
+from ..protocol.routes import API_ROOT
+from .http_exchange import Handler, HttpExchange
 
 log = logging.getLogger("pluv_widget.server")
 
@@ -207,9 +209,15 @@ def forwarded_client(values: list[str], trusted: frozenset[str]) -> str | None:
 
 
 class GuardedConnection(ServerConnection):
-    """A server connection that counts itself with its gate and watches its send buffer."""
+    """A server connection that counts itself with its gate and watches its send buffer.
+
+    It reads the request line before websockets does: a request for the HTTP API (``/api/...``,
+    which may carry a body websockets refuses) is answered by an :class:`HttpExchange` and
+    never reaches websockets; anything else is handed to websockets unchanged."""
 
     gate: ConnectionGate  # set on the per-server subclass made by :func:`connection_class`
+    api: Handler | None = None  # the HTTP API, and the path prefix its routes also answer under
+    api_prefix: str = ""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -218,6 +226,8 @@ class GuardedConnection(ServerConnection):
         self.joined = False
         self.refused = False
         self.stalled_since: float | None = None
+        self._head: bytearray | None = None  # the first bytes, until the request line is known
+        self._exchange: HttpExchange | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         peer = transport.get_extra_info("peername")
@@ -229,21 +239,63 @@ class GuardedConnection(ServerConnection):
             transport.write(_REFUSAL % (len(body), body))  # type: ignore[attr-defined]
             transport.close()
             return
-        super().connection_made(transport)
+        if self.api is None:
+            super().connection_made(transport)
+            return
+        self._head = bytearray()
+        self._pending_transport = transport
+        # websockets' opening timeout does not run yet: bound the wait for a request line here.
+        self._sniff_timer = asyncio.get_running_loop().call_later(self.gate.limits.handshake_timeout_s,
+                                                                  transport.close)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.refused:
             return
         self.gate.release(self)
+        if self._head is not None or self._exchange is not None:  # websockets never saw it
+            if self._head is not None:
+                self._sniff_timer.cancel()
+            if self._exchange is not None:
+                self._exchange.close()
+            return
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if not self.refused:
+        if self.refused:
+            return
+        if self._exchange is not None:
+            self._exchange.feed(data)
+        elif self._head is not None:
+            self._sniff(data)
+        else:
             super().data_received(data)
 
     def eof_received(self) -> None:
-        if not self.refused:
+        if self.refused:
+            return
+        if self._exchange is not None:
+            self._exchange.eof()
+        elif self._head is not None:
+            self._pending_transport.close()
+        else:
             super().eof_received()
+
+    def _sniff(self, data: bytes) -> None:
+        """Buffer until the request line is in; then choose the API or websockets."""
+        assert self._head is not None
+        self._head += data
+        end = self._head.find(b"\n")
+        if end < 0 and len(self._head) < _MAX_REQUEST_LINE:
+            return
+        head, self._head = bytes(self._head), None
+        self._sniff_timer.cancel()
+        transport = self._pending_transport
+        if self.api is not None and _is_api_request(head[: max(end, 0)], self.api_prefix):
+            self._exchange = HttpExchange(transport, self.api, self.address)  # type: ignore[arg-type]
+            self._exchange.feed(head)
+            return
+        super().connection_made(transport)
+        super().data_received(head)
 
     # -- outbound ---------------------------------------------------------------------------
 
@@ -296,9 +348,25 @@ class GuardedConnection(ServerConnection):
             self.transport.abort()
 
 
-def connection_class(gate: ConnectionGate) -> type[GuardedConnection]:
-    """A :class:`GuardedConnection` class bound to ``gate``, for ``serve(create_connection=...)``."""
-    return type("Connection", (GuardedConnection,), {"gate": gate})
+def connection_class(gate: ConnectionGate, api: Handler | None = None, api_prefix: str = "") -> type[GuardedConnection]:
+    """A :class:`GuardedConnection` class bound to ``gate`` (and the HTTP API), for
+    ``serve(create_connection=...)``."""
+    return type("Connection", (GuardedConnection,), {"gate": gate, "api": api, "api_prefix": api_prefix})
+
+
+#: A request line longer than this is not the API's: websockets refuses it as it always did.
+_MAX_REQUEST_LINE = 8192
+
+
+def _is_api_request(request_line: bytes, prefix: str) -> bool:
+    """``METHOD /api/... HTTP/1.1`` (or under ``prefix``): a request for the HTTP API."""
+    parts = request_line.split(b" ")
+    if len(parts) < 2:
+        return False
+    path = parts[1].split(b"?", 1)[0].decode("latin-1")
+    if prefix and path.startswith(prefix.rstrip("/") + "/"):
+        path = path[len(prefix.rstrip("/")):]
+    return path == API_ROOT or path.startswith(API_ROOT + "/")
 
 
 def may_send(socket: ServerConnection, size: int) -> bool:

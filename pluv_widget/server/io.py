@@ -39,6 +39,7 @@ from .procedures import Procedure, ProcedureHandler
 from .storage.base import Persistence
 from .storage.memory import MemoryPersistence
 from .tokens import DEFAULT_TOKEN_MAX_AGE_S, check_secret, issue_token
+from .webhooks import WebhookConfigError, WebhookSender, with_webhooks
 
 if TYPE_CHECKING:
     from .live_room import StorageEdit
@@ -78,6 +79,8 @@ class PluvIO:
         protected_roots: Iterable[str] = (),
         teacher_only_roots: Iterable[str] = (),
         storage_ttl_s: float | None = None,
+        webhook_url: str | None = None,
+        webhook_secret: str | None = None,
     ) -> None:
         self.secret = secret
         self.user_model = user
@@ -118,6 +121,10 @@ class PluvIO:
         #: Seconds after which a room's storage is dropped (reset to its initial storage, with a
         #: new generation); None: kept for ever.
         self.storage_ttl_s = storage_ttl_s
+        #: Where signed webhooks go, and their Standard Webhooks secret (``whsec_...``).
+        self.webhook_url = webhook_url
+        self.webhook_secret = webhook_secret
+        self._webhooks()  # refuse a bad URL or secret now
         self.procedures: dict[str, Procedure] = {}
         self.server: RoomServer | None = None
 
@@ -168,6 +175,16 @@ class PluvIO:
         self.persistence = RedisPersistence(url)
         self.pubsub = RedisPubSub(url)
 
+    def _webhooks(self) -> WebhookSender | None:
+        if self.webhook_url is None and self.webhook_secret is None:
+            return None
+        if self.webhook_url is None or self.webhook_secret is None:
+            raise ServerConfigError("webhooks need both a URL and a secret (whsec_...)")
+        try:
+            return WebhookSender(self.webhook_url, self.webhook_secret)
+        except WebhookConfigError as error:
+            raise ServerConfigError(str(error)) from None
+
     def config(self) -> ServerConfig:
         """The frozen configuration a server started now runs with (its store and bus are
         created here when none was given: memory, or SQLite in ``data_dir``; the in-process bus)."""
@@ -190,6 +207,12 @@ class PluvIO:
                 self.persistence = SqlitePersistence(self.data_dir / SQLITE_FILE)
         if self.pubsub is None:
             self.pubsub = LocalPubSub()
+        webhooks = self._webhooks()
+        hooks = (self.on_user_connected, self.on_user_disconnected, self.on_storage_updated)
+        if webhooks is not None:
+            hooks = with_webhooks(webhooks, self.persistence, on_user_connected=self.on_user_connected,
+                                  on_user_disconnected=self.on_user_disconnected,
+                                  on_storage_updated=self.on_storage_updated)
         return ServerConfig(
             persistence=self.persistence,
             pubsub=self.pubsub,
@@ -205,10 +228,11 @@ class PluvIO:
             protected_roots=tuple(dict.fromkeys(self.protected_roots)),
             teacher_only_roots=tuple(dict.fromkeys(self.teacher_only_roots)),
             storage_ttl_s=self.storage_ttl_s,
-            on_user_connected=self.on_user_connected,
-            on_user_disconnected=self.on_user_disconnected,
+            webhooks=webhooks,
+            on_user_connected=hooks[0],
+            on_user_disconnected=hooks[1],
             on_room_destroyed=self.on_room_destroyed,
-            on_storage_updated=self.on_storage_updated,
+            on_storage_updated=hooks[2],
         )
 
     # -- running ----------------------------------------------------------------------------

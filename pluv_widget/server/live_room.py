@@ -24,7 +24,7 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pycrdt
 import websockets
@@ -32,17 +32,22 @@ from websockets.asyncio.server import ServerConnection
 
 from ..core import Action, Commit, Invoke, Member, Mirror, Resync, Send, ServerRoom
 from ..core.actions import ProtectedEdit
-from ..core.envelopes import Envelope, RulesChanged, StorageUpdated
+from ..core.envelopes import ClassRecorded, Envelope, MemberJoined, MemberLeft, RulesChanged, StorageUpdated
 from ..core.permissions import Refusal, Role, RoomRules
 from ..core.server_room import prove, replay, result, update_problem
 from ..crdt import untyped_to_json
 from ..protocol import EMPTY_UPDATE, CloseCode, ErrorCode, ErrorMessage
+from ..protocol.yupdate import read_state_vector
+from .classroom import LiveClassroom
 from .config import ServerConfig
 from .guard import may_send
 from .hooks import Context, call_hook
 from .moderation import BUILTINS, run_builtin
 from .procedures import Refused, run_procedure
 from .storage.base import StorageUnavailableError
+
+if TYPE_CHECKING:
+    from .yjs_connection import YjsPeer
 
 log = logging.getLogger("pluv_widget.server")
 
@@ -77,16 +82,22 @@ class LiveRoom:
         self._closings: set[asyncio.Future[None]] = set()
         self._protected_updates = 0
         self.sockets: dict[str, ServerConnection] = {}
+        #: The sockets of stock Yjs clients (``/yjs/<room>``), also in :attr:`sockets`: they get
+        #: binary frames only; a text frame for one tells it the members changed (awareness).
+        self.yjs_peers: dict[str, YjsPeer] = {}
         self.holders = 0  # connections and server calls using the room; at 0 it is closed
         self.metadata: dict[str, Any] = {}
         self.quarantined = 0  # stored updates this room set aside on loading
         self._held: dict[str, list[str | bytes]] = {}  # frames for members still joining
+        self._tick: asyncio.Handle | None = None  # the core's coalesced output, at the end of this turn
         self._flushing: asyncio.Task[None] | None = None
         self._storage_lock = asyncio.Lock()
         self._stored_updates = 0
         self._tail_bytes = 0
         self._snapshot_bytes = 0
         self._expiry: asyncio.TimerHandle | None = None
+        #: Polls, hands, pulse: stored, mirrored and shown per role (see :mod:`.classroom`).
+        self.classroom = LiveClassroom(self)
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -99,6 +110,7 @@ class LiveRoom:
         await self.config.pubsub.subscribe(self.name, self.node, self._on_envelope)
         try:
             await self._load_rules()
+            await self.classroom.load()
             await self._load_stored()
             await self._load_protected()
             await self.expire_if_due()
@@ -191,25 +203,37 @@ class LiveRoom:
         # shared bus that registers it everywhere, so once its enter() returns, anyone entering
         # on any process has it in their first snapshot.
         self._held[member.connection_id] = []
+        arrives = not self.core.members.of_user(member.user_id)  # the user's first connection anywhere
         try:
             await self._run(self.core.join(member, generation=generation))
+            self.classroom.changed(member.connection_id)  # its first class view follows its welcome
         finally:
             held = self._held.pop(member.connection_id)
             for frame in held:
                 websockets.broadcast([socket], frame)
+        if arrives:
+            self.classroom.attend_soon(member, "join")  # stored in order, without holding the joiner up
         await call_hook(self.config.on_user_connected, self._context(member.connection_id))
 
     async def leave(self, connection_id: str) -> None:
         context = self._context(connection_id)
         self.sockets.pop(connection_id, None)
         self.metadata.pop(connection_id, None)
+        member = self.core.members.get(connection_id)
         await self._run(self.core.leave(connection_id))
+        if member is not None and not self.core.members.of_user(member.user_id):
+            await self.classroom.attend(member, "leave")  # before the views say they left
+        self.classroom.changed()
         await call_hook(self.config.on_user_disconnected, context)
 
     # -- input from local sockets, procedures, the server itself ---------------------------
 
     async def receive(self, connection_id: str, frame: str | bytes) -> None:
         await self._run(self.core.receive(connection_id, frame))
+
+    async def patch_presence(self, connection_id: str, patch: dict[str, Any]) -> None:
+        """A presence patch that did not come as a ``presence`` message (a Yjs client's awareness)."""
+        await self._run(self.core.patch_presence(connection_id, patch))
 
     async def _invoke(self, call: Invoke) -> None:
         """Run a procedure the core allowed; answer a ``call`` with its result or refusal."""
@@ -304,12 +328,19 @@ class LiveRoom:
                 if socket is not None:
                     self._closing_soon(socket, CloseCode.REMOVED, "a teacher removed you from this room")
 
-    async def new_generation(self, caller: dict[str, Any] | None, reason: str) -> None:
+    async def new_generation(self, caller: dict[str, Any] | None, reason: str,
+                             retired: dict[int, int] | None = None) -> None:
         """Give the room a new generation and close every connection with 4010: clients reconnect,
-        see it in ``welcome`` and reload (one that was offline discards its older document)."""
+        see it in ``welcome`` and reload (one that was offline discards its older document).
+
+        ``retired``: the state vector of the storage the new generation replaced; the room core
+        refuses any update that brings back content created before it (a stock Yjs client that
+        reconnects with its old document would otherwise undo the reset)."""
         def bump(rules: RoomRules) -> None:
             rules.generation = secrets.token_hex(8)
             rules.generation_since = time.time()
+            for client, clock in (retired or {}).items():
+                rules.retired[client] = max(clock, rules.retired.get(client, 0))
 
         await self.change_rules(bump)
         log.info("room %s: new generation %s (%s)", self.name, self.core.rules.generation, reason)
@@ -333,6 +364,9 @@ class LiveRoom:
             await self.flushed()
             stored = await persistence.get_value(state_scope(self.name), "initial")
             initial = base64.b64decode(stored) if isinstance(stored, str) else EMPTY_UPDATE
+            retired = read_state_vector(self.core.doc.get_state())
+            for client, clock in retired.items():  # in force now: before the new document is loaded
+                self.core.rules.retired[client] = max(clock, self.core.rules.retired.get(client, 0))
             count = len(await persistence.load(self.name))
             await persistence.compact(self.name, initial, count)
             protected = len(await persistence.load(self.name + PROTECTED_SUFFIX))
@@ -341,7 +375,7 @@ class LiveRoom:
             self.core.load_protected([])
             self._stored_updates, self._tail_bytes, self._snapshot_bytes = 1, 0, len(initial)
             self._protected_updates = 1
-        await self.new_generation(caller, reason)
+        await self.new_generation(caller, reason, retired)
 
     def _schedule_expiry(self) -> None:
         """Expire an open room on time too (a closed one is checked when it opens again)."""
@@ -496,10 +530,26 @@ class LiveRoom:
             await self._adopt_rules(envelope)
             return
         await self._run(self.core.apply_envelope(envelope))
+        if isinstance(envelope, (ClassRecorded, MemberJoined, MemberLeft)):
+            self.classroom.changed()  # who is present, or the classroom itself, changed
 
     # -- output -----------------------------------------------------------------------------
 
     async def _run(self, actions: list[Action]) -> None:
+        try:
+            await self._carry_out(actions)
+        finally:
+            if self._tick is None and self.core.has_output:
+                self._tick = asyncio.get_running_loop().call_soon(self._on_tick)
+
+    def _on_tick(self) -> None:
+        """Send what the core coalesced during this turn of the loop (joins, presence)."""
+        self._tick = None
+        for action in self.core.tick():
+            if isinstance(action, Send):
+                self._send(action)
+
+    async def _carry_out(self, actions: list[Action]) -> None:
         for action in actions:
             if isinstance(action, Send):
                 self._send(action)
@@ -515,19 +565,29 @@ class LiveRoom:
                 await self._invoke(action)
 
     def _send(self, send: Send) -> None:
+        sockets = self.sockets
         if send.to is not None:
-            recipients = [c for c in send.to if c in self.sockets]
+            recipients = [(c, sockets[c]) for c in send.to if c in sockets]
         else:
-            recipients = [c for c in self.sockets if c != send.exclude]
-        targets = []
-        for connection_id in recipients:
-            held = self._held.get(connection_id)
-            if held is not None:
-                held.append(send.frame)  # still joining: delivered after its welcome
-            elif may_send(self.sockets[connection_id], len(send.frame)):  # else cut: it does not read
-                targets.append(self.sockets[connection_id])
+            recipients = [(c, socket) for c, socket in sockets.items() if c != send.exclude]
+        frame, size = send.frame, len(send.frame)
+        yjs_peers = self.yjs_peers if isinstance(frame, str) else None
+        held_frames = self._held
+        if not yjs_peers and not held_frames:  # the usual case: one check per recipient
+            targets = [socket for _, socket in recipients if may_send(socket, size)]
+        else:
+            targets = []
+            for connection_id, socket in recipients:
+                if yjs_peers and connection_id in yjs_peers:
+                    yjs_peers[connection_id].changed()  # Yjs clients hear members and presence as awareness
+                    continue
+                held = held_frames.get(connection_id)
+                if held is not None:
+                    held.append(frame)  # still joining: delivered after its welcome
+                elif may_send(socket, size):  # else cut: it does not read
+                    targets.append(socket)
         if targets:
-            websockets.broadcast(targets, send.frame)
+            websockets.broadcast(targets, frame)
 
     def send_error(self, connection_id: str, code: ErrorCode, text: str, *, call_id: int | None = None) -> None:
         self._send(Send(ErrorMessage(code, text, call_id).encode(), to=(connection_id,)))

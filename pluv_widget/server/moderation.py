@@ -12,6 +12,9 @@ message) is checked here, with :mod:`~pluv_widget.core.permissions`, before anyt
 * ``room.reset {}`` — back to the room's initial storage, with a new generation.
 
 Every moderation action is logged durably (``Persistence.append_log``) with who and when.
+
+:data:`BUILTINS` is the one registry of built-in procedures: the classroom's (polls, hands,
+pulse, export: :mod:`.classroom`) are registered here too.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from pydantic import BaseModel, Field, ValidationError
 from ..core.permissions import Refusal, RoomRules, may_delete_message
 from ..crdt import to_json
 from ..protocol import ErrorCode
+from .classroom import CLASSROOM
 
 if TYPE_CHECKING:
     from .live_room import LiveRoom
@@ -151,6 +155,7 @@ BUILTINS: dict[str, tuple[type[BaseModel], Handler]] = {
     "room.lock": (Nothing, _rules_change(lambda r, _u: setattr(r, "locked", True), "room.lock")),
     "room.unlock": (Nothing, _rules_change(lambda r, _u: setattr(r, "locked", False), "room.unlock")),
     "room.reset": (Nothing, reset),
+    **CLASSROOM,
 }
 
 

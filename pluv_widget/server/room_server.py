@@ -23,6 +23,7 @@ import os
 import secrets
 import signal
 import ssl as _ssl
+import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -33,16 +34,24 @@ from ..protocol import PROTOCOL_VERSION, SERVER_NAME, CloseCode
 from ..protocol.routes import Health
 from .config import ServerConfig
 from .connection import ConnectionHandler
+from .dashboard import DashboardFeed
+from .directory import RoomDirectory
 from .guard import ConnectionGate, connection_class
 from .live_room import LiveRoom, StorageEdit
 from .logfilter import install as install_log_filter
 from .registry import RoomRegistry
+from .rest import RestApi
 from .routes import HttpRoutes
+from .webhooks import forget_room
 
 if TYPE_CHECKING:
     from .io import PluvIO
 
 log = logging.getLogger("pluv_widget.server")
+
+#: Connections the kernel queues before they are accepted. asyncio's default (100) drops the
+#: SYNs of a class entering at once, and a dropped SYN is retried only after a second (issue 15).
+LISTEN_BACKLOG = 2048
 
 #: ``/health``'s ``redis``: the worst state of the store and the bus wins.
 _REDIS_STATES = ("unavailable", "recovering", "connecting", "ok")
@@ -59,6 +68,10 @@ class RoomServer:
         self.registry = RoomRegistry(config, self.node)
         self.gate = ConnectionGate(config.limits, config.trusted_proxies)
         self.handler = ConnectionHandler(config, self.registry, self.gate)
+        self.directory = RoomDirectory(config.persistence, self.node, lambda: self.registry.rooms)
+        self.api = RestApi(self)
+        self.dashboard = DashboardFeed(self)
+        self.handler.dashboard = self.dashboard
         self._server: Server | None = None
         self.tls = False
         self._stopped = asyncio.Event()
@@ -86,7 +99,7 @@ class RoomServer:
             host,
             port,
             process_request=HttpRoutes(self.config, self.health, self.gate),
-            create_connection=connection_class(self.gate),
+            create_connection=connection_class(self.gate, self.api, self.config.path_prefix),
             max_size=limits.max_frame_bytes,
             max_queue=limits.max_queued_frames,
             compression=None,
@@ -96,9 +109,11 @@ class RoomServer:
             close_timeout=limits.close_grace_s,
             server_header=f"{SERVER_NAME}/{__version__}",
             ssl=ssl,
+            backlog=LISTEN_BACKLOG,
         )
         self.tls = ssl is not None
         self.gate.start()
+        self.directory.start()
         log.info("pluv-widget %s serving on %s://%s:%d (node %s, auth %s, storage %s, at most %d sockets)",
                  __version__, "wss" if self.tls else "ws", host, self.port, self.node,
                  "on" if self.config.auth else "off", type(self.config.persistence).__name__, self.gate.max_total)
@@ -125,6 +140,10 @@ class RoomServer:
         server.close(close_connections=True, code=CloseCode.SERVICE_RESTART, reason="server restarting")
         await server.wait_closed()
         await self.registry.drain()
+        await self.dashboard.close()
+        await self.directory.stop()
+        if self.config.webhooks is not None:
+            await self.config.webhooks.close()
         await self.config.persistence.close()
         await self.config.pubsub.close()
         self._stopped.set()
@@ -144,6 +163,7 @@ class RoomServer:
             "storage": type(self.config.persistence).__name__,
             "redis": self.redis_status(),
             "quarantined": self.registry.quarantined,
+            "time": time.time(),
         }
 
     def redis_status(self) -> str:
@@ -191,6 +211,25 @@ class RoomServer:
             if isinstance(answer, Refusal):
                 raise procedure_error(answer.code, answer.message)
             return answer
+
+    async def delete_room(self, name: str, user: dict[str, Any] | None = None) -> str:
+        """Drop a room's storage (to empty: its initial storage is forgotten too, and not applied
+        again: the room has a history) with a new generation; its members reconnect (4010) and
+        reload. Returns the new generation."""
+        from .live_room import state_scope
+
+        async with self.registry.held(name) as room:
+            who = user or {"id": "server", "name": "server"}
+            caller: dict[str, Any] = {"user": who, "presence": {}, "role": who.get("role", "teacher")}
+            await room.log(caller, "room.delete", None)
+            await self.config.persistence.delete_value(state_scope(name), "initial")
+            await room.reset_storage(caller, "a teacher deleted the room")
+            generation = room.core.rules.generation
+        await self.directory.forget(name)
+        if self.config.webhooks is not None:
+            await forget_room(self.config.persistence, name)
+            self.config.webhooks.send("room.deleted", name, {"by": who.get("id")})
+        return generation
 
     async def moderation_log(self, name: str, limit: int | None = None) -> list[dict[str, Any]]:
         from .live_room import state_scope

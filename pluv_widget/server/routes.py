@@ -34,6 +34,8 @@ from ..errors import TokenError
 from ..protocol import TEACHER, encode_json, is_valid_room_name, role_of
 from ..protocol.routes import (
     CLAIM_PARAM,
+    DASHBOARD_LIVE_PATH,
+    DASHBOARD_PATH,
     HEALTH_PATH,
     RELEASE_NAME_PATH,
     TOKEN_PATH,
@@ -44,11 +46,12 @@ from ..protocol.routes import (
 from .access import match_code
 from .claims import NameTaken, claim_name, release_name
 from .config import ServerConfig
+from .dashboard import static_file
 from .guard import ConnectionGate, GuardedConnection
 from .hub import unprefixed
 from .names import BadNameError, normalize_name
 from .storage.base import StorageUnavailableError
-from .tokens import TokenRequest, verify_token
+from .tokens import SERVER_SCOPE, TokenRequest, verify_token
 
 log = logging.getLogger("pluv_widget.server")
 
@@ -108,6 +111,20 @@ class HttpRoutes:
             return await self._token(connection, request, query_params(request.path))
         if path == RELEASE_NAME_PATH:
             return await self._release(connection, request, query_params(request.path))
+        if path == DASHBOARD_PATH + "/":  # the page's relative links need the path without "/"
+            response = connection.respond(HTTPStatus.MOVED_PERMANENTLY, "")
+            response.headers["Location"] = request.path.split("?", 1)[0].rstrip("/")
+            return response
+        if path == DASHBOARD_PATH or (path.startswith(DASHBOARD_PATH + "/") and path != DASHBOARD_LIVE_PATH):
+            found = static_file(path[len(DASHBOARD_PATH) + 1:])
+            if found is None:
+                return _json(connection, HTTPStatus.NOT_FOUND, {"error": "no such file"})
+            response = connection.respond(HTTPStatus.OK, "")
+            response.body = found[0]
+            del response.headers["Content-Type"], response.headers["Content-Length"]  # Headers appends
+            response.headers["Content-Type"] = found[1]
+            response.headers["Content-Length"] = str(len(found[0]))
+            return response
         return None
 
     async def _token(self, connection: ServerConnection, request: Request, params: dict[str, str]) -> Response:
@@ -115,18 +132,17 @@ class HttpRoutes:
         if config.secret is None:
             return _json(connection, HTTPStatus.NOT_FOUND, {"error": "this server does not use tokens"})
         room, name = params.get("room", ""), params.get("name", "").strip()
+        if not room and params.get("join_code"):  # a teacher's token for the whole server (the HTTP API)
+            return await self._server_token(connection, params)
         if not is_valid_room_name(room):
             return _json(connection, HTTPStatus.BAD_REQUEST, {"error": f"invalid room name {room!r}"})
         if not name or len(name) > MAX_DISPLAY_NAME:
             return _json(connection, HTTPStatus.BAD_REQUEST,
                          {"error": f"a display name of 1-{MAX_DISPLAY_NAME} characters is needed"})
-        source = connection.address if isinstance(connection, GuardedConnection) else _peer(connection)
-        wait = self.limiter.retry_after(source)
-        if wait:
-            response = _json(connection, HTTPStatus.TOO_MANY_REQUESTS,
-                             {"error": f"too many refused requests: retry in {wait} s"})
-            response.headers["Retry-After"] = str(wait)
-            return response
+        source = _source(connection)
+        throttled = self._throttled(connection, source)
+        if throttled is not None:
+            return throttled
         ask = TokenRequest(room, name, params.get("join_code"), params, dict(request.headers.raw_items()))
         user: dict[str, Any] | None
         if config.mint_user is not None:
@@ -149,6 +165,33 @@ class HttpRoutes:
         except (ValidationError, ValueError) as error:
             return _json(connection, HTTPStatus.BAD_REQUEST, {"error": str(error)})
         return _json(connection, HTTPStatus.OK, {"token": token, "user": {**user, "role": role_of(user)}})
+
+    def _throttled(self, connection: ServerConnection, source: str) -> Response | None:
+        """429 while ``source`` is paying for its refused codes (guessing costs time)."""
+        wait = self.limiter.retry_after(source)
+        if not wait:
+            return None
+        response = _json(connection, HTTPStatus.TOO_MANY_REQUESTS,
+                         {"error": f"too many refused requests: retry in {wait} s"})
+        response.headers["Retry-After"] = str(wait)
+        return response
+
+    async def _server_token(self, connection: ServerConnection, params: dict[str, str]) -> Response:
+        """A server-scoped teacher token (``room`` claim ``*``): for the HTTP API and the dashboard,
+        never for a room's socket. Only an unscoped teacher code gives one."""
+        source = _source(connection)
+        throttled = self._throttled(connection, source)
+        if throttled is not None:
+            return throttled
+        code = match_code(params.get("join_code", ""), self.config.access_codes, "")
+        if code is None or code.role != TEACHER:
+            self.limiter.refused(source)
+            return _json(connection, HTTPStatus.FORBIDDEN,
+                         {"error": "a token for the whole server needs a teacher code valid for every room"})
+        name = params.get("name", "").strip() or "teacher"
+        user = {"id": f"teacher:{name}"[:200], "name": name[:MAX_DISPLAY_NAME], "role": TEACHER}
+        token = self.config.create_token(room=SERVER_SCOPE, user=user)
+        return _json(connection, HTTPStatus.OK, {"token": token, "user": user, "scope": "server"})
 
     async def _claimed_token(self, connection: ServerConnection, room: str, raw_name: str, prefix: str,
                              role: Any, claim: str | None) -> Response:
@@ -195,6 +238,11 @@ class HttpRoutes:
             return _json(connection, HTTPStatus.SERVICE_UNAVAILABLE, {"error": str(error)})
         log.info("room %s: %s released the name %r", room, user.get("id"), name)
         return _json(connection, HTTPStatus.OK, {"released": released})
+
+
+def _source(connection: ServerConnection) -> str:
+    """Who is asking: the gate's address (a trusted proxy's X-Forwarded-For applied), or the peer."""
+    return connection.address if isinstance(connection, GuardedConnection) else _peer(connection)
 
 
 def _peer(connection: ServerConnection) -> str:

@@ -18,6 +18,9 @@ from ..errors import TokenError as TokenError
 from ..protocol import DEFAULT_ROLE, CloseCode, check_role, check_room_name, is_role
 
 ALGORITHM = "HS256"
+#: The ``room`` claim of a server-scoped token (``/token`` with a teacher code and no room): the
+#: HTTP API takes it for every room; no room's socket accepts it.
+SERVER_SCOPE = "*"
 #: A token's lifetime when ``create_io(token_max_age_s=...)`` does not say (seconds).
 DEFAULT_TOKEN_MAX_AGE_S = 3600.0
 #: The shortest secret a server accepts (bytes, UTF-8): HS256 with less is guessed offline.
@@ -83,7 +86,8 @@ def issue_token(
     student (the least a code-less minter can mean)."""
     if secret is None:
         raise ServerConfigError("create_io(secret=...) is needed to create tokens")
-    check_room_name(room)
+    if room != SERVER_SCOPE:
+        check_room_name(room)
     data = user.model_dump(mode="json") if isinstance(user, BaseModel) else dict(user)
     role = check_role(DEFAULT_ROLE if data.get("role") is None else data["role"])  # teacher, student or observer
     if user_model is not None:

@@ -15,6 +15,15 @@ PALETTE = (
 
 #: Each kernel is its own person when there is no auth, even for one OS user: this is its key.
 KERNEL_PERSON = uuid.uuid4().hex
+_session_people: dict[int, str] = {}
+
+
+def session_person(session: int) -> str:
+    """The key of a session's person (:mod:`.registry`'s session: 0 for the whole process, else
+    one per loop — each viewer of ``marimo run`` is their own person, with their own colour)."""
+    if session == 0:
+        return KERNEL_PERSON
+    return _session_people.setdefault(session, uuid.uuid4().hex)
 
 
 def display_name() -> str:

@@ -36,8 +36,11 @@ def me_view(room: Any) -> dict[str, Any]:
 
 
 def person_view(user: Any) -> dict[str, Any]:
-    """One entry of the ``others`` traitlet: a user with all their connections (tabs)."""
+    """One entry of the ``others`` traitlet: a user with all their connections (tabs), their
+    role as the server stamped it (so a view can find the teacher) and the notebook position
+    they share (``cell``: the teacher's, for "follow the teacher"; None when not shared)."""
     presence = dict(user.presence)
+    cell = presence.get("cell")
     return {
         "connection_id": user.connection_id,
         "connection_ids": list(user.connection_ids),
@@ -46,4 +49,5 @@ def person_view(user: Any) -> dict[str, Any]:
         "name": presence.get("name") or user.info.get("name") or user.id,
         "color": presence.get("color") or color_for(user.id),
         "presence": presence,
+        "cell": cell if isinstance(cell, dict) else None,
     }

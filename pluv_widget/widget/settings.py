@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from ..local import ensure_local_server
 from ..protocol.routes import HUB_TOKEN_PARAM, token_url
-from .identity import KERNEL_PERSON, color_for, display_name
+from .identity import color_for, display_name, session_person
 
 #: The kernel's identify-only hub token, given by the hub's ``c.Spawner.environment``.
 HUB_TOKEN_ENV = "PLUV_WIDGET_HUB_TOKEN"
@@ -54,8 +54,9 @@ class WidgetSettings:
     color: str
 
     @classmethod
-    def resolve(cls, *, user: str | None, url: str | None, join_code: str | None) -> WidgetSettings:
-        """Arguments, else the environment, else the local server (started if needed)."""
+    def resolve(cls, *, user: str | None, url: str | None, join_code: str | None, session: int = 0) -> WidgetSettings:
+        """Arguments, else the environment, else the local server (started if needed);
+        ``session`` (:func:`.registry.session_key`) picks the colour of a person without auth."""
         name = user or display_name()
         hub_url = os.environ.get("PLUV_WIDGET_URL") or None
         url = url or hub_url
@@ -75,5 +76,6 @@ class WidgetSettings:
             auth = token_url(url, name=name, **{HUB_TOKEN_PARAM: hub_token})
         else:
             auth = None
-        # With auth the colour follows the name (the server's id is the name's claim); without, each kernel is a person.
-        return cls(name=name, url=url, auth_endpoint=auth, color=color_for(name if auth else KERNEL_PERSON))
+        # With auth the colour follows the name (the server's id is the name's claim); without, each
+        # session (a kernel, a viewer of `marimo run`) is a person.
+        return cls(name=name, url=url, auth_endpoint=auth, color=color_for(name if auth else session_person(session)))

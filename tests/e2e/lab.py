@@ -20,7 +20,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,20 +58,23 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def write_notebook(path: Path, cells: list[str]) -> None:
-    """A notebook of code cells with a python3 kernelspec, so no kernel picker appears."""
+def markdown(source: str) -> dict[str, str]:
+    """A markdown cell for :func:`write_notebook` (plain strings are code cells)."""
+    return {"cell_type": "markdown", "source": source}
+
+
+def write_notebook(path: Path, cells: Sequence[str | dict[str, str]]) -> None:
+    """A notebook of code cells (and :func:`markdown` ones) with a python3 kernelspec, so no
+    kernel picker appears."""
+
+    def cell(i: int, source: str | dict[str, str]) -> dict[str, Any]:
+        if isinstance(source, dict):
+            return {"cell_type": "markdown", "id": f"cell-{i}", "metadata": {}, "source": source["source"]}
+        return {"cell_type": "code", "execution_count": None, "id": f"cell-{i}", "metadata": {}, "outputs": [],
+                "source": source}
+
     notebook = {
-        "cells": [
-            {
-                "cell_type": "code",
-                "execution_count": None,
-                "id": f"cell-{i}",
-                "metadata": {},
-                "outputs": [],
-                "source": source,
-            }
-            for i, source in enumerate(cells)
-        ],
+        "cells": [cell(i, source) for i, source in enumerate(cells)],
         "metadata": {
             "kernelspec": {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"},
             "language_info": {"name": "python"},
@@ -92,12 +95,15 @@ class Lab:
     process: subprocess.Popen[bytes]
     log: Path
     env: dict[str, str] = field(repr=False)
+    app: str = "lab"  # or "notebook": Notebook 7 (one notebook per page, no workspaces)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def page_url(self, workspace: str, notebook: str) -> str:
+        if self.app == "notebook":
+            return f"{self.url}/notebooks/{notebook}?token={self.token}"
         return f"{self.url}/lab/workspaces/{workspace}/tree/{notebook}?token={self.token}"
 
     def api(self, method: str, path: str) -> Any:
@@ -129,8 +135,9 @@ class Lab:
                 self.process.wait()
 
 
-def start_lab(root: Path, state: Path, env: dict[str, str] | None = None) -> Lab:
-    """JupyterLab serving ``root``, its config/runtime/settings under ``state``; kernels get ``env``."""
+def start_lab(root: Path, state: Path, env: dict[str, str] | None = None, *, app: str = "lab") -> Lab:
+    """JupyterLab (``app="notebook"``: Notebook 7) serving ``root``, its config/runtime/settings
+    under ``state``; kernels get ``env``."""
     for name in ("config", "runtime", "settings", "workspaces"):
         (state / name).mkdir(parents=True, exist_ok=True)
     settings = state / "settings" / "@jupyterlab" / "apputils-extension"
@@ -152,18 +159,20 @@ def start_lab(root: Path, state: Path, env: dict[str, str] | None = None) -> Lab
     )
     log = state / "lab.log"
     command = [
-        sys.executable, "-m", "jupyter", "lab", "--no-browser", "--allow-root",
+        sys.executable, "-m", "jupyter", app, "--no-browser", "--allow-root",
         "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
-        f"--IdentityProvider.token={token}", "--LabApp.expose_app_in_browser=True",
+        f"--IdentityProvider.token={token}",
+        "--JupyterNotebookApp.expose_app_in_browser=True" if app == "notebook"
+        else "--LabApp.expose_app_in_browser=True",
         f"--ServerApp.root_dir={root}",
     ]  # fmt: skip
     with log.open("wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=lab_env, cwd=root)
-    lab = Lab(root=root, port=port, token=token, process=process, log=log, env=lab_env)
+    lab = Lab(root=root, port=port, token=token, process=process, log=log, env=lab_env, app=app)
     deadline = time.monotonic() + LAB_START_TIMEOUT_S
     while True:
         if process.poll() is not None:
-            raise RuntimeError(f"jupyter lab exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+            raise RuntimeError(f"jupyter {app} exited with {process.returncode}:\n{log.read_text()[-3000:]}")
         try:
             lab.api("GET", "/api/status")
             break
@@ -256,7 +265,7 @@ class RoomLab:
 
 
 @contextlib.contextmanager
-def room_lab(tmp: Path, notebooks: dict[str, list[str]]) -> Iterator[RoomLab]:
+def room_lab(tmp: Path, notebooks: Mapping[str, Sequence[str | dict[str, str]]]) -> Iterator[RoomLab]:
     """Write ``notebooks``, start lab and chromium; at the end stop both and the local server.
 
     Kernels get nothing but ``PLUV_WIDGET_HOME`` (a temp dir) and ``PLUV_WIDGET_PORT`` (a free

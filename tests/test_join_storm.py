@@ -1,0 +1,246 @@
+"""Issue 15: join storms and presence coalesced per tick — the core, the wire, the client core, and
+hundreds of real clients on a real server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+from helpers import DEADLINE_S, until
+
+from pluv_widget.core import Member, Send, ServerRoom
+from pluv_widget.core.client_room import ClientRoom
+from pluv_widget.core.envelopes import MemberJoined
+from pluv_widget.protocol import (
+    Limits,
+    MemberInfo,
+    MembersJoined,
+    PresenceBatch,
+    PresenceUpdate,
+    ProtocolError,
+    Welcome,
+    decode_server_message,
+)
+from pluv_widget.server.live_room import LiveRoom
+from pluv_widget.server.room_server import RoomServer
+
+
+def sends(actions: list[Any]) -> list[Send]:
+    return [action for action in actions if isinstance(action, Send)]
+
+
+def decoded(send: Send) -> dict[str, Any]:
+    assert isinstance(send.frame, str)
+    value: dict[str, Any] = json.loads(send.frame)
+    return value
+
+
+def member(connection_id: str, **presence: Any) -> Member:
+    return Member(connection_id, {"id": connection_id}, dict(presence))
+
+
+# -- the core ------------------------------------------------------------------------------------
+
+
+def test_a_storm_of_joins_is_one_joined_frame_at_the_tick() -> None:
+    core = ServerRoom("r")
+    core.join(member("old"))
+    core.tick()
+    welcomes = []
+    for i in range(50):
+        actions = core.join(member(f"c{i}", n=i))
+        (welcome,) = sends(actions)  # the joiner's welcome only: nobody else hears of it yet
+        welcomes.append(decoded(welcome))
+    assert core.has_output
+    (joined,) = sends(core.tick())
+    assert not core.has_output and core.tick() == []
+    assert joined.to is None and joined.exclude is None  # everyone, the joiners too
+    message = decoded(joined)
+    assert [m["connection_id"] for m in message["members"]] == [f"c{i}" for i in range(50)]
+    assert message["members"][7]["presence"] == {"n": 7}
+    # Each welcome lists those announced before; the tick's batch (which reaches the joiners
+    # too) the rest: nobody is sent twice to a joiner.
+    assert [w["others"] for w in welcomes] == [[{"connection_id": "old", "user": {"id": "old"}, "presence": {}}]] * 50
+
+
+def test_a_member_from_another_process_is_in_the_next_welcome_even_before_the_tick() -> None:
+    core = ServerRoom("r")
+    core.apply_envelope(MemberJoined(MemberInfo("far", {"id": "far"}, {})))
+    (welcome,) = sends(core.join(member("near")))
+    assert [other["connection_id"] for other in decoded(welcome)["others"]] == ["far"]
+
+
+def test_a_single_join_keeps_the_single_form() -> None:
+    core = ServerRoom("r")
+    core.join(member("a"))
+    core.tick()
+    core.join(member("b", x=1))
+    (joined,) = sends(core.tick())
+    assert joined.exclude == "b"
+    assert decoded(joined) == {"type": "joined", "connection_id": "b", "user": {"id": "b"}, "presence": {"x": 1}}
+
+
+def test_welcome_lists_members_with_their_latest_presence() -> None:
+    core = ServerRoom("r")
+    core.join(member("a", n=0))
+    core.patch_presence("a", {"n": 1})
+    core.tick()
+    (welcome,) = sends(core.join(member("b")))
+    assert decoded(welcome)["others"] == [{"connection_id": "a", "user": {"id": "a"}, "presence": {"n": 1}}]
+    core.patch_presence("a", {"n": 2, "s": "x"})  # the cached encoding of a is refreshed
+    core.tick()
+    (welcome,) = sends(core.join(member("c")))
+    assert decoded(welcome)["others"][0]["presence"] == {"n": 2, "s": "x"}
+
+
+def test_a_member_who_leaves_before_the_tick_is_never_announced() -> None:
+    core = ServerRoom("r")
+    core.join(member("a"))
+    core.tick()
+    core.join(member("b"))
+    core.patch_presence("b", {"n": 1})
+    (left,) = sends(core.leave("b"))
+    assert decoded(left) == {"type": "left", "connection_id": "b"}
+    assert core.tick() == [] and not core.has_output
+
+
+def test_presence_is_coalesced_per_tick_keeping_each_senders_latest_state() -> None:
+    core = ServerRoom("r")
+    for name in ("a", "b", "c"):
+        core.join(member(name))
+    core.tick()
+    for seq in range(5):
+        for name in ("a", "b"):
+            assert sends(core.receive_text(name, json.dumps({"type": "presence", "patch": {"s": seq}}))) == []
+    core.patch_presence("a", {"x": 1})  # a later patch of another key merges with the earlier ones
+    (batch,) = sends(core.tick())
+    assert batch.to is None and batch.exclude is None
+    assert decoded(batch) == {"type": "presence", "updates": [
+        {"connection_id": "a", "patch": {"s": 4, "x": 1}}, {"connection_id": "b", "patch": {"s": 4}}]}
+    assert core.members["a"].presence == {"s": 4, "x": 1}
+    core.patch_presence("c", {"s": 9})
+    (single,) = sends(core.tick())  # one sender: the single form, not sent back to it
+    assert single.exclude == "c" and decoded(single) == {"type": "presence", "connection_id": "c", "patch": {"s": 9}}
+
+
+def test_joins_go_before_presence_and_events_after_both() -> None:
+    core = ServerRoom("r")
+    core.join(member("a"))
+    core.tick()
+    core.join(member("b"))
+    core.patch_presence("b", {"n": 1})
+    core.patch_presence("a", {"n": 2})
+    frames = [decoded(send)["type"] for send in sends(core.emit("wave", None, sender="a"))]
+    assert frames == ["joined", "presence", "event"]  # an event never overtakes its sender's presence
+    assert not core.has_output
+
+
+# -- the wire ------------------------------------------------------------------------------------
+
+
+def test_the_coalesced_forms_round_trip_and_are_validated() -> None:
+    infos = (MemberInfo("a", {"id": "a"}, {"n": 1}), MemberInfo("b", {"id": "b"}, {}))
+    assert decode_server_message(MembersJoined(infos).encode()) == MembersJoined(infos)
+    batch = PresenceBatch((PresenceUpdate({"n": 1}, "a"), PresenceUpdate({}, "b")))
+    assert decode_server_message(batch.encode()) == batch
+    welcome = Welcome("r", "me", {"id": "me"}, {}, infos)
+    assert decode_server_message(welcome.encode()) == welcome
+    spliced = Welcome("r", "me", {"id": "me"}, {}, encoded_others=[info.encode() for info in infos])
+    assert decode_server_message(spliced.encode()) == welcome
+    for bad in ('{"type":"joined","members":[]}', '{"type":"joined","members":[{"user":{"id":"x"}}]}',
+                '{"type":"presence","updates":[{"patch":{}}]}', '{"type":"presence","updates":{}}',
+                '{"type":"presence","updates":[{"connection_id":"a","patch":1}]}'):
+        with pytest.raises(ProtocolError):
+            decode_server_message(bad)
+
+
+def test_the_client_core_takes_coalesced_frames_and_skips_its_own_entries() -> None:
+    room = ClientRoom("r", presence={"n": 0}, root_types=None, initial_storage=None,
+                      reconnect_timeout_ms=1_000, random=lambda: 0.0)
+    room.start()
+    room.connecting()
+    room.opened()
+    room.receive_text(Welcome("r", "me", {"id": "me"}, {"n": 0}, (MemberInfo("a", {"id": "a"}, {}),)).encode())
+    room.notifications()
+    room.receive_text(MembersJoined((MemberInfo("a", {"id": "a"}, {"n": 3}), MemberInfo("me", {"id": "me"}, {}),
+                                     MemberInfo("b", {"id": "b"}, {"n": 4}))).encode())
+    assert sorted(user.id for user in room.others) == ["a", "b"]
+    changes = [note.args[1].kind for note in room.notifications() if note.topic == "others"]
+    assert changes == ["update", "enter"]  # a was known (from the welcome), b is new, me is skipped
+    room.receive_text(PresenceBatch((PresenceUpdate({"n": 5}, "a"), PresenceUpdate({"n": 99}, "me"),
+                                     PresenceUpdate({"n": 6}, "b"))).encode())
+    assert {user.id: user.presence for user in room.others} == {"a": {"n": 5}, "b": {"n": 6}}
+    assert room.presence == {"n": 0}  # my own echo changes nothing
+
+
+# -- real clients, a real server -----------------------------------------------------------------
+
+STORM = 300
+#: One machine plays every student here: let its sockets in as if they came from many.
+MANY_MACHINES = Limits(max_pending_per_address=4 * STORM, max_connections_per_address=4 * STORM)
+
+
+def count_frames(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """Count the text frames the server's rooms send, by message type (one per Send, however many
+    recipients)."""
+    counts: dict[str, int] = {}
+    send = LiveRoom._send
+
+    def counting(self: LiveRoom, action: Send) -> None:
+        if isinstance(action.frame, str):
+            kind = json.loads(action.frame)["type"]
+            counts[kind] = counts.get(kind, 0) + 1
+        send(self, action)
+
+    monkeypatch.setattr(LiveRoom, "_send", counting)
+    return counts
+
+
+async def test_a_storm_of_real_clients_all_end_with_everyone_and_their_presence(
+    start_server: Any, make_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    counts = count_frames(monkeypatch)
+    server: RoomServer = await start_server(limits=MANY_MACHINES)
+    clients = [make_client(server) for _ in range(STORM)]
+    rooms = await asyncio.wait_for(asyncio.gather(*(
+        client.enter(client.create_room("storm", initial_presence={"n": i})) for i, client in enumerate(clients))),
+        DEADLINE_S * 3)
+    expected = {room.connection_id: {"n": i} for i, room in enumerate(rooms)}
+    for room in rooms:
+        await until(room, lambda room=room: len(room.others) == STORM - 1, DEADLINE_S * 3)
+        assert {user.connection_id: user.presence for user in room.others} == {
+            cid: presence for cid, presence in expected.items() if cid != room.connection_id}
+    assert counts["welcome"] == STORM
+    # One ``joined`` per tick, not one per join (today's storms put several joins in each tick).
+    assert 0 < counts["joined"] < STORM // 2, counts
+
+
+async def test_a_presence_burst_arrives_coalesced_with_every_senders_latest_state(
+    start_server: Any, make_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    senders, updates = 20, 10
+    server: RoomServer = await start_server()
+    clients = [make_client(server) for _ in range(senders)]
+    rooms = [await client.enter(client.create_room("burst", initial_presence={"s": -1})) for client in clients]
+    for room in rooms:
+        await until(room, lambda room=room: len(room.others) == senders - 1)
+    counts = count_frames(monkeypatch)
+    patches: list[str] = []  # every presence patch the server took in, by sender
+    patch_presence = ServerRoom.patch_presence
+
+    def counting(self: ServerRoom, connection_id: str, patch: dict[str, Any]) -> list[Any]:
+        patches.append(connection_id)
+        return patch_presence(self, connection_id, patch)
+
+    monkeypatch.setattr(ServerRoom, "patch_presence", counting)
+    for seq in range(updates):
+        for room in rooms:
+            room.update_my_presence({"s": seq})
+        await asyncio.sleep(0)
+    for room in rooms:
+        await until(room, lambda room=room: all(user.presence["s"] == updates - 1 for user in room.others))
+    assert len(set(patches)) == senders
+    # Fewer frames than the patches the server took in (one frame per patch before issue 15).
+    assert 0 < counts["presence"] < len(patches) // 2, (counts, len(patches))
