@@ -211,7 +211,7 @@ class LiveRoom:
             held = self._held.pop(member.connection_id)
             for frame in held:
                 websockets.broadcast([socket], frame)
-        if arrives:
+        if arrives and self.config.auth:  # attendance is of people: without tokens each socket is a stranger
             self.classroom.attend_soon(member, "join")  # stored in order, without holding the joiner up
         await call_hook(self.config.on_user_connected, self._context(member.connection_id))
 
@@ -221,7 +221,7 @@ class LiveRoom:
         self.metadata.pop(connection_id, None)
         member = self.core.members.get(connection_id)
         await self._run(self.core.leave(connection_id))
-        if member is not None and not self.core.members.of_user(member.user_id):
+        if member is not None and self.config.auth and not self.core.members.of_user(member.user_id):
             await self.classroom.attend(member, "leave")  # before the views say they left
         self.classroom.changed()
         await call_hook(self.config.on_user_disconnected, context)
