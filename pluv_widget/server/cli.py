@@ -126,15 +126,16 @@ def serve(args: argparse.Namespace) -> None:
 
 
 #: Allocations between two collections of the youngest generation (CPython's default: 700).
-GC_YOUNG_THRESHOLD = 20_000
+GC_YOUNG_THRESHOLD = 100_000
 
 
 def tune_gc() -> None:
     """A server process's collector: what was imported and built before serving lives as long
     as the process, so it is kept out of the collector's passes (which otherwise walk it again
-    and again under load), and the young generation is collected every 20,000 allocations
-    instead of 700 (a storage frame allocates dozens). Storage fan-out, 1 writer x 50 readers:
-    ~1.0M edits delivered/s without, ~1.3M with (``python -m bench.run --variants fanout-50``)."""
+    and again under load), and the young generation is collected every 100,000 allocations
+    instead of 700 (a storage frame allocates dozens; cycles are rare, everything else is freed by
+    reference counting). Storage fan-out, 1 writer x 50 readers: ~1.0M edits delivered/s
+    without, ~1.9M with (``python -m bench.run --variants fanout-50``; bench/baseline/fanout/)."""
     gc.freeze()
     gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
 
