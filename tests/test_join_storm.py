@@ -9,11 +9,13 @@ from typing import Any
 
 import pytest
 from helpers import DEADLINE_S, until
+from websockets.asyncio.client import connect
 
 from pluv_widget.core import Member, Send, ServerRoom
 from pluv_widget.core.client_room import ClientRoom
 from pluv_widget.core.envelopes import MemberJoined
 from pluv_widget.protocol import (
+    PROTOCOL_VERSION,
     Limits,
     MemberInfo,
     MembersJoined,
@@ -23,7 +25,6 @@ from pluv_widget.protocol import (
     Welcome,
     decode_server_message,
 )
-from pluv_widget.server.live_room import LiveRoom
 from pluv_widget.server.room_server import RoomServer
 
 
@@ -182,65 +183,82 @@ STORM = 300
 MANY_MACHINES = Limits(max_pending_per_address=4 * STORM, max_connections_per_address=4 * STORM)
 
 
-def count_frames(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
-    """Count the text frames the server's rooms send, by message type (one per Send, however many
-    recipients)."""
-    counts: dict[str, int] = {}
-    send = LiveRoom._send
+class Observer:
+    """A raw socket in the room that records every text frame the server sends it: one frame of
+    a kind per broadcast, however many others got it too."""
 
-    def counting(self: LiveRoom, action: Send) -> None:
-        if isinstance(action.frame, str):
-            kind = json.loads(action.frame)["type"]
-            counts[kind] = counts.get(kind, 0) + 1
-        send(self, action)
+    def __init__(self, server: RoomServer, room: str) -> None:
+        self.url = f"ws://127.0.0.1:{server.port}/{room}"
+        self.frames: list[dict[str, Any]] = []
+        self.task: asyncio.Task[None] | None = None
 
-    monkeypatch.setattr(LiveRoom, "_send", counting)
-    return counts
+    async def __aenter__(self) -> Observer:
+        socket = await connect(self.url)
+        await socket.send(json.dumps({"type": "join", "protocol": PROTOCOL_VERSION, "presence": {}}))
+        joined = asyncio.Event()
+
+        async def read() -> None:
+            async for frame in socket:
+                if isinstance(frame, str):
+                    self.frames.append(json.loads(frame))
+                    joined.set()
+
+        self.socket = socket
+        self.task = asyncio.create_task(read())
+        await asyncio.wait_for(joined.wait(), DEADLINE_S)
+        return self
+
+    async def __aexit__(self, *_: Any) -> None:
+        await self.socket.close()
+        assert self.task is not None
+        await self.task
+
+    def count(self, kind: str) -> int:
+        return sum(frame["type"] == kind for frame in self.frames)
 
 
 async def test_a_storm_of_real_clients_all_end_with_everyone_and_their_presence(
-    start_server: Any, make_client: Any, monkeypatch: pytest.MonkeyPatch
+    start_server: Any, make_client: Any
 ) -> None:
-    counts = count_frames(monkeypatch)
     server: RoomServer = await start_server(limits=MANY_MACHINES)
-    clients = [make_client(server) for _ in range(STORM)]
-    rooms = await asyncio.wait_for(asyncio.gather(*(
-        client.enter(client.create_room("storm", initial_presence={"n": i})) for i, client in enumerate(clients))),
-        DEADLINE_S * 3)
-    expected = {room.connection_id: {"n": i} for i, room in enumerate(rooms)}
-    for room in rooms:
-        await until(room, lambda room=room: len(room.others) == STORM - 1, DEADLINE_S * 3)
-        assert {user.connection_id: user.presence for user in room.others} == {
-            cid: presence for cid, presence in expected.items() if cid != room.connection_id}
-    assert counts["welcome"] == STORM
-    # One ``joined`` per tick, not one per join (today's storms put several joins in each tick).
-    assert 0 < counts["joined"] < STORM // 2, counts
+    async with Observer(server, "storm") as observer:
+        clients = [make_client(server) for _ in range(STORM)]
+        rooms = await asyncio.wait_for(asyncio.gather(*(
+            client.enter(client.create_room("storm", initial_presence={"n": i}))
+            for i, client in enumerate(clients))), DEADLINE_S * 3)
+        expected = {room.connection_id: {"n": i} for i, room in enumerate(rooms)}
+        for room in rooms:
+            await until(room, lambda room=room: len(room.others) == STORM, DEADLINE_S * 3)  # + the observer
+            assert {user.connection_id: user.presence for user in room.others
+                    if user.connection_id in expected} == {
+                cid: presence for cid, presence in expected.items() if cid != room.connection_id}
+        assert len({room.connection_id for room in rooms}) == STORM  # every one was welcomed
+        # One ``joined`` per tick, not one per join (today's storms put several joins in each tick).
+        joined = observer.count("joined")
+        assert 0 < joined < STORM // 2, joined
 
 
 async def test_a_presence_burst_arrives_coalesced_with_every_senders_latest_state(
-    start_server: Any, make_client: Any, monkeypatch: pytest.MonkeyPatch
+    start_server: Any, make_client: Any
 ) -> None:
     senders, updates = 20, 10
     server: RoomServer = await start_server()
     clients = [make_client(server) for _ in range(senders)]
     rooms = [await client.enter(client.create_room("burst", initial_presence={"s": -1})) for client in clients]
-    for room in rooms:
-        await until(room, lambda room=room: len(room.others) == senders - 1)
-    counts = count_frames(monkeypatch)
-    patches: list[str] = []  # every presence patch the server took in, by sender
-    patch_presence = ServerRoom.patch_presence
-
-    def counting(self: ServerRoom, connection_id: str, patch: dict[str, Any]) -> list[Any]:
-        patches.append(connection_id)
-        return patch_presence(self, connection_id, patch)
-
-    monkeypatch.setattr(ServerRoom, "patch_presence", counting)
-    for seq in range(updates):
+    async with Observer(server, "burst") as observer:
         for room in rooms:
-            room.update_my_presence({"s": seq})
-        await asyncio.sleep(0)
-    for room in rooms:
-        await until(room, lambda room=room: all(user.presence["s"] == updates - 1 for user in room.others))
-    assert len(set(patches)) == senders
-    # Fewer frames than the patches the server took in (one frame per patch before issue 15).
-    assert 0 < counts["presence"] < len(patches) // 2, (counts, len(patches))
+            await until(room, lambda room=room: len(room.others) == senders)  # + the observer
+        observer.frames.clear()
+        for seq in range(updates):
+            for room in rooms:
+                room.update_my_presence({"s": seq})
+            await asyncio.sleep(0)
+        for room in rooms:
+            await until(room, lambda room=room: all(user.presence.get("s", updates - 1) == updates - 1
+                                                    for user in room.others))
+        presence = [frame for frame in observer.frames if frame["type"] == "presence"]
+        patches = [update["connection_id"] for frame in presence
+                   for update in frame.get("updates", [frame])]  # a batch, or one patch
+        assert len(set(patches)) == senders
+        # Fewer frames than the patches they carry (one frame per patch before issue 15).
+        assert 0 < len(presence) < len(patches) // 2, (len(presence), len(patches))
