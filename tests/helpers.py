@@ -104,3 +104,29 @@ class ServerProcess:
             self.signal(signal.SIGTERM)
 
 
+
+
+def until_widget(widget: Any, condition: Callable[[], Any], timeout: float = DEADLINE_S) -> None:
+    """Wait (in the test's thread) until ``condition()`` holds, re-checking whenever one of the
+    widget's traitlets changes, and now and then: a room can change alone."""
+    import threading
+
+    import traitlets
+
+    changed = threading.Event()
+
+    def notice(_change: Any) -> None:
+        changed.set()
+
+    widget.observe(notice, names=traitlets.All)
+    try:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                shown = widget.get_state(["connection_state", "error", "me", "others", "messages", "classroom"])
+                raise AssertionError(f"timed out; the widget shows {shown}")
+            changed.wait(min(remaining, 0.5))
+            changed.clear()
+    finally:
+        widget.unobserve(notice, names=traitlets.All)

@@ -8,7 +8,6 @@ import asyncio
 import json
 import os
 import stat
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -18,8 +17,8 @@ from typing import Any
 from urllib.parse import urlencode
 
 import pytest
-import traitlets
 from helpers import DEADLINE_S
+from helpers import until_widget as until
 
 from pluv_widget import create_client
 from pluv_widget.errors import PermissionDenied
@@ -197,26 +196,6 @@ async def test_claims_hold_across_processes_on_redis(redis_server: Any, redis_pr
 
 
 # -- the widget -----------------------------------------------------------------------------------
-
-
-def until(widget: RoomWidget, condition: Callable[[], Any], timeout: float = DEADLINE_S) -> None:
-    changed = threading.Event()
-
-    def notice(_change: Any) -> None:
-        changed.set()
-
-    widget.observe(notice, names=traitlets.All)
-    try:
-        deadline = time.monotonic() + timeout
-        while not condition():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                shown = widget.get_state(["connection_state", "error", "me", "others"])
-                raise AssertionError(f"timed out; the widget shows {shown}")
-            changed.wait(min(remaining, 0.5))
-            changed.clear()
-    finally:
-        widget.unobserve(notice, names=traitlets.All)
 
 
 @pytest.fixture

@@ -18,34 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import traitlets
 from helpers import DEADLINE_S, free_port
+from helpers import until_widget as until
 
 from pluv_widget import PluvClient, PluvRoom, crdt, create_client
 from pluv_widget.local import local_status, stop_local_server
 from pluv_widget.widget import PUSH_INTERVAL_S, RoomWidget, color_for, display_name, token_endpoint
 from pluv_widget.widget.messages import shown as _shown
-
-
-def until(widget: RoomWidget, condition: Callable[[], Any], timeout: float = DEADLINE_S) -> None:
-    """Wait until ``condition()`` holds, re-checking whenever one of the widget's traitlets changes."""
-    changed = threading.Event()
-
-    def notice(_change: Any) -> None:
-        changed.set()
-
-    widget.observe(notice, names=traitlets.All)
-    try:
-        deadline = time.monotonic() + timeout
-        while not condition():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                mirrored = widget.get_state(["connection_state", "error", "me", "others", "messages"])
-                raise AssertionError(f"timed out; the widget shows {mirrored}")
-            changed.wait(min(remaining, 0.5))  # also re-check now and then: a room can change alone
-            changed.clear()
-    finally:
-        widget.unobserve(notice, names=traitlets.All)
 
 
 def until_room(room: PluvRoom, condition: Callable[[], Any], timeout: float = DEADLINE_S) -> None:

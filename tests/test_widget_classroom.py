@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import csv
 import json
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import traitlets
 from helpers import DEADLINE_S
+from helpers import until_widget as until
 
 from pluv_widget.errors import PermissionDenied, ProcedureError
 from pluv_widget.widget import RoomWidget, registry
@@ -26,27 +25,6 @@ from pluv_widget.widget.classroom import Poll
 
 SECRET = "s3cret-for-tests-only-32-bytes-long!"
 CODES = ("--secret", SECRET, "--join-code", "STUDENTS", "--teacher-code", "TEACH", "--observer-code", "SCREEN")
-
-
-def until(widget: RoomWidget, condition: Callable[[], Any], timeout: float = DEADLINE_S) -> None:
-    """Wait until ``condition()`` holds, re-checking whenever one of the widget's traitlets changes."""
-    changed = threading.Event()
-
-    def notice(_change: Any) -> None:
-        changed.set()
-
-    widget.observe(notice, names=traitlets.All)
-    try:
-        deadline = time.monotonic() + timeout
-        while not condition():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                shown = widget.get_state(["connection_state", "error", "me", "classroom"])
-                raise AssertionError(f"timed out; the widget shows {shown}")
-            changed.wait(min(remaining, 0.5))
-            changed.clear()
-    finally:
-        widget.unobserve(notice, names=traitlets.All)
 
 
 @pytest.fixture
