@@ -19,7 +19,8 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 from websockets.asyncio.server import ServerConnection
@@ -73,56 +74,85 @@ class ConnectionHandler:
         if "/" + name == DASHBOARD_LIVE_PATH and self.dashboard is not None:
             await self.dashboard(socket, token)
             return
-        if not is_valid_room_name(name):
-            await socket.close(CloseCode.INVALID_ROOM, f"invalid room name {name[:64]!r}")
-            return
         connection_id = secrets.token_urlsafe(9)
         # Without auth (the zero-config local server) there is no one to tell people apart: each
         # connection is its own person, and everyone may do everything, so everyone is a teacher.
-        user: dict[str, Any] = {"id": connection_id, "role": TEACHER}
-        if self.config.secret is not None:
-            try:
-                user = verify_token(self.config.secret, token, room=name)
-            except TokenError as error:
-                log.info("refused a connection to %s: %s", name, error.reason)
-                await socket.close(error.code, _reason(error.reason))
-                return
+        user = await self.admit(socket, name, token, {"id": connection_id, "role": TEACHER})
+        if user is None:
+            return
         join = await self._await_join(socket)
         if join is None:
             return
-        key = (name, str(user["id"]))
-        if self.config.secret is not None and self._per_user.get(key, 0) >= self.config.limits.max_connections_per_user:
+        async with self.slot(socket, name, user) as admitted:
+            if not admitted:
+                return
+            async with self.in_room(socket, name, connection_id, user, join.initial_storage) as room:
+                if room is None:
+                    return
+                try:
+                    await room.join(socket, Member(connection_id, user, join.presence), join.metadata,
+                                    join.generation)
+                    log.info("room %s: %s joined (user %s)", name, connection_id, user["id"])
+                    await self._serve(socket, room, connection_id)
+                except ConnectionClosed:
+                    pass
+
+    # -- what every room connection goes through (pluv's and stock Yjs clients') -----------
+
+    async def admit(self, socket: ServerConnection, name: str, token: str | None,
+                    anonymous: dict[str, Any]) -> dict[str, Any] | None:
+        """The connection's user: the token's (checked for this room), or ``anonymous`` on a
+        server without auth; None once the socket is closed (4005 for the name, 4001-4004)."""
+        if not is_valid_room_name(name):
+            await socket.close(CloseCode.INVALID_ROOM, f"invalid room name {name[:64]!r}")
+            return None
+        if self.config.secret is None:
+            return anonymous
+        try:
+            return verify_token(self.config.secret, token, room=name)
+        except TokenError as error:
+            log.info("refused a connection to %s: %s", name, error.reason)
+            await socket.close(error.code, _reason(error.reason))
+            return None
+
+    @asynccontextmanager
+    async def slot(self, socket: ServerConnection, name: str, user: dict[str, Any]) -> AsyncIterator[bool]:
+        """Count one more connection of ``user`` in ``name`` while inside; yields False (the socket
+        closed with 4008) when the user has ``max_connections_per_user`` there already."""
+        key, limit = (name, str(user["id"])), self.config.limits.max_connections_per_user
+        if self.config.secret is not None and self._per_user.get(key, 0) >= limit:
             log.info("refused a connection to %s: user %s has too many connections", name, user["id"])
-            await socket.close(CloseCode.TOO_MANY_CONNECTIONS,
-                               f"over {self.config.limits.max_connections_per_user} connections of this user here")
+            await socket.close(CloseCode.TOO_MANY_CONNECTIONS, f"over {limit} connections of this user here")
+            yield False
             return
         self._per_user[key] = self._per_user.get(key, 0) + 1
         try:
-            await self._member(socket, name, join, connection_id, user)
+            yield True
         finally:
             self._per_user[key] -= 1
             if self._per_user[key] <= 0:
                 del self._per_user[key]
 
-    async def _member(self, socket: ServerConnection, name: str, join: Join, connection_id: str,
-                      user: dict[str, Any]) -> None:
-        room = await self._enter(socket, name, join.initial_storage)
+    @asynccontextmanager
+    async def in_room(self, socket: ServerConnection, name: str, connection_id: str, user: dict[str, Any],
+                      initial_storage: bytes | None) -> AsyncIterator[LiveRoom | None]:
+        """The room held while inside (None: the socket was closed — the store is away, or the user
+        was removed); leaving it takes the member out and releases the room."""
+        room = await self._enter(socket, name, initial_storage)
         if room is None:
+            yield None
             return
         if str(user["id"]) in room.core.rules.removed:
             log.info("refused a connection to %s: user %s was removed", name, user["id"])
             self.registry.release(room)
             await socket.close(CloseCode.REMOVED, "a teacher removed you from this room")
+            yield None
             return
         if self.gate is not None and isinstance(socket, GuardedConnection):
             self.gate.joined(socket)
         self.connections += 1
         try:
-            await room.join(socket, Member(connection_id, user, join.presence), join.metadata, join.generation)
-            log.info("room %s: %s joined (user %s)", name, connection_id, user["id"])
-            await self._serve(socket, room, connection_id)
-        except ConnectionClosed:
-            pass
+            yield room
         finally:
             self.connections -= 1
             await room.leave(connection_id)

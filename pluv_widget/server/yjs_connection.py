@@ -42,7 +42,7 @@ from websockets.exceptions import ConnectionClosed
 
 from ..core import Member
 from ..core.permissions import write_refusal
-from ..protocol import EMPTY_UPDATE, TEACHER, CloseCode, ProtocolError, SyncStep, decode_sync, is_valid_room_name
+from ..protocol import EMPTY_UPDATE, TEACHER, ProtocolError, SyncStep, decode_sync
 from ..protocol.awareness import (
     AWARENESS,
     AWARENESS_RENEW_S,
@@ -57,9 +57,8 @@ from ..protocol.awareness import (
     with_user_name,
 )
 from ..protocol.sync import PROTECTED_MESSAGE
-from .guard import GuardedConnection, may_send
+from .guard import may_send
 from .names import BadNameError, normalize_name
-from .tokens import TokenError, verify_token
 
 if TYPE_CHECKING:
     from .connection import ConnectionHandler
@@ -245,65 +244,32 @@ class YjsConnectionHandler:
         self.owner = owner
 
     async def __call__(self, socket: ServerConnection, name: str, token: str | None, query_name: str | None) -> None:
-        from .connection import _reason
-
-        owner, config = self.owner, self.owner.config
-        if not is_valid_room_name(name):
-            await socket.close(CloseCode.INVALID_ROOM, f"invalid room name {name[:64]!r}")
-            return
-        connection_id = secrets.token_urlsafe(9)
-        if config.secret is None:
-            user: dict[str, Any] = {"id": connection_id, "name": _guest_name(query_name), "role": TEACHER}
-        else:
-            try:
-                user = verify_token(config.secret, token, room=name)
-            except TokenError as error:
-                log.info("refused a Yjs connection to %s: %s", name, error.reason)
-                await socket.close(error.code, _reason(error.reason))
-                return
-        key = (name, str(user["id"]))
-        limit = config.limits.max_connections_per_user
-        if config.secret is not None and owner._per_user.get(key, 0) >= limit:
-            await socket.close(CloseCode.TOO_MANY_CONNECTIONS, f"over {limit} connections of this user here")
-            return
-        owner._per_user[key] = owner._per_user.get(key, 0) + 1
-        try:
-            await self._member(socket, name, connection_id, user)
-        finally:
-            owner._per_user[key] -= 1
-            if owner._per_user[key] <= 0:
-                del owner._per_user[key]
-
-    async def _member(self, socket: ServerConnection, name: str, connection_id: str, user: dict[str, Any]) -> None:
         owner = self.owner
-        room = await owner._enter(socket, name, None)
-        if room is None:
+        connection_id = secrets.token_urlsafe(9)
+        user = await owner.admit(socket, name, token,
+                                 {"id": connection_id, "name": _guest_name(query_name), "role": TEACHER})
+        if user is None:
             return
-        if str(user["id"]) in room.core.rules.removed:
-            owner.registry.release(room)
-            await socket.close(CloseCode.REMOVED, "a teacher removed you from this room")
-            return
-        if owner.gate is not None and isinstance(socket, GuardedConnection):
-            owner.gate.joined(socket)
-        owner.connections += 1
-        peer = YjsPeer(room, socket, connection_id, user)
-        room.yjs_peers[connection_id] = peer
-        renewing = asyncio.create_task(peer.renew_forever())
-        try:
-            await room.join(socket, Member(connection_id, user, {}), None)
-            log.info("room %s: Yjs connection %s joined (user %s)", name, connection_id, user["id"])
-            peer.may_write()  # read-only: permission denied, now
-            await owner._serve(socket, room, connection_id, receive=peer.receive)
-        except ConnectionClosed:
-            pass
-        finally:
-            renewing.cancel()
-            owner.connections -= 1
-            await room.leave(connection_id)
-            peer.close()
-            room.yjs_peers.pop(connection_id, None)
-            log.info("room %s: Yjs connection %s left", name, connection_id)
-            owner.registry.release(room)
+        async with owner.slot(socket, name, user) as admitted:
+            if not admitted:
+                return
+            async with owner.in_room(socket, name, connection_id, user, None) as room:
+                if room is None:
+                    return
+                peer = YjsPeer(room, socket, connection_id, user)
+                room.yjs_peers[connection_id] = peer
+                renewing = asyncio.create_task(peer.renew_forever())
+                try:
+                    await room.join(socket, Member(connection_id, user, {}), None)
+                    log.info("room %s: Yjs connection %s joined (user %s)", name, connection_id, user["id"])
+                    peer.may_write()  # read-only: permission denied, now
+                    await owner._serve(socket, room, connection_id, receive=peer.receive)
+                except ConnectionClosed:
+                    pass
+                finally:
+                    renewing.cancel()
+                    peer.close()
+                    room.yjs_peers.pop(connection_id, None)
 
 
 def _guest_name(raw: str | None) -> str:
