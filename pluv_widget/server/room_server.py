@@ -223,12 +223,14 @@ class RoomServer:
             caller: dict[str, Any] = {"user": who, "presence": {}, "role": who.get("role", "teacher")}
             await room.log(caller, "room.delete", None)
             await self.config.persistence.delete_value(state_scope(name), "initial")
+            # Announced before the members are closed: one who reconnects opens the room again,
+            # and its room.created must come after this room.deleted, never before or not at all.
+            if self.config.webhooks is not None:
+                await forget_room(self.config.persistence, name)
+                self.config.webhooks.send("room.deleted", name, {"by": who.get("id")})
             await room.reset_storage(caller, "a teacher deleted the room")
             generation = room.core.rules.generation
         await self.directory.forget(name)
-        if self.config.webhooks is not None:
-            await forget_room(self.config.persistence, name)
-            self.config.webhooks.send("room.deleted", name, {"by": who.get("id")})
         return generation
 
     async def moderation_log(self, name: str, limit: int | None = None) -> list[dict[str, Any]]:
