@@ -39,7 +39,7 @@ def test_join_welcomes_the_newcomer_with_everyone_and_tells_the_others() -> None
     assert core.has_output
     welcome, joined = sends(actions + core.tick())  # the others hear of it at the tick
     assert welcome.to == ("b",)
-    assert message(welcome)["others"] == [{"connection_id": "a", "user": {"id": "a"}, "presence": {"n": 0}}]
+    assert message(welcome)["others"] == [["a", {"id": "a"}, {"n": 0}]]  # [connection_id, user, presence]
     assert joined.exclude == "b" and message(joined)["type"] == "joined"
     member = MemberInfo("b", {"id": "b"}, {"x": 1})
     assert Mirror(MemberJoined(member)) in actions

@@ -59,18 +59,18 @@ def test_a_storm_of_joins_is_one_joined_frame_at_the_tick() -> None:
     assert not core.has_output and core.tick() == []
     assert joined.to is None and joined.exclude is None  # everyone, the joiners too
     message = decoded(joined)
-    assert [m["connection_id"] for m in message["members"]] == [f"c{i}" for i in range(50)]
-    assert message["members"][7]["presence"] == {"n": 7}
+    assert [m[0] for m in message["members"]] == [f"c{i}" for i in range(50)]  # [connection_id, user, presence]
+    assert message["members"][7] == ["c7", {"id": "c7"}, {"n": 7}]
     # Each welcome lists those announced before; the tick's batch (which reaches the joiners
     # too) the rest: nobody is sent twice to a joiner.
-    assert [w["others"] for w in welcomes] == [[{"connection_id": "old", "user": {"id": "old"}, "presence": {}}]] * 50
+    assert [w["others"] for w in welcomes] == [[["old", {"id": "old"}, {}]]] * 50
 
 
 def test_a_member_from_another_process_is_in_the_next_welcome_even_before_the_tick() -> None:
     core = ServerRoom("r")
     core.apply_envelope(MemberJoined(MemberInfo("far", {"id": "far"}, {})))
     (welcome,) = sends(core.join(member("near")))
-    assert [other["connection_id"] for other in decoded(welcome)["others"]] == ["far"]
+    assert [other[0] for other in decoded(welcome)["others"]] == ["far"]
 
 
 def test_a_single_join_keeps_the_single_form() -> None:
@@ -89,11 +89,11 @@ def test_welcome_lists_members_with_their_latest_presence() -> None:
     core.patch_presence("a", {"n": 1})
     core.tick()
     (welcome,) = sends(core.join(member("b")))
-    assert decoded(welcome)["others"] == [{"connection_id": "a", "user": {"id": "a"}, "presence": {"n": 1}}]
+    assert decoded(welcome)["others"] == [["a", {"id": "a"}, {"n": 1}]]
     core.patch_presence("a", {"n": 2, "s": "x"})  # the cached encoding of a is refreshed
     core.tick()
     (welcome,) = sends(core.join(member("c")))
-    assert decoded(welcome)["others"][0]["presence"] == {"n": 2, "s": "x"}
+    assert decoded(welcome)["others"][0][2] == {"n": 2, "s": "x"}
 
 
 def test_a_member_who_leaves_before_the_tick_is_never_announced() -> None:
@@ -118,8 +118,7 @@ def test_presence_is_coalesced_per_tick_keeping_each_senders_latest_state() -> N
     core.patch_presence("a", {"x": 1})  # a later patch of another key merges with the earlier ones
     (batch,) = sends(core.tick())
     assert batch.to is None and batch.exclude is None
-    assert decoded(batch) == {"type": "presence", "updates": [
-        {"connection_id": "a", "patch": {"s": 4, "x": 1}}, {"connection_id": "b", "patch": {"s": 4}}]}
+    assert decoded(batch) == {"type": "presence", "updates": [["a", {"s": 4, "x": 1}], ["b", {"s": 4}]]}
     assert core.members["a"].presence == {"s": 4, "x": 1}
     core.patch_presence("c", {"s": 9})
     (single,) = sends(core.tick())  # one sender: the single form, not sent back to it
@@ -138,6 +137,36 @@ def test_joins_go_before_presence_and_events_after_both() -> None:
     assert not core.has_output
 
 
+def test_clients_of_older_protocols_are_sent_the_forms_they_read() -> None:
+    """A kernel still on pluv-widget 0.1 (protocol 1) or 0.2 (2) in a room of current clients."""
+    core = ServerRoom("r")
+    core.join(member("one"), protocol=1)
+    core.join(member("two"), protocol=2)
+    core.join(member("three"))
+    core.tick()
+    (welcome,) = sends(core.join(member("late2"), protocol=2))
+    assert decoded(welcome)["others"][0] == {"connection_id": "one", "user": {"id": "one"}, "presence": {}}
+    core.join(member("a", n=1))
+    for name in ("one", "a"):
+        core.patch_presence(name, {"p": name})
+    frames = [(send.to, decoded(send)) for send in sends(core.tick())]
+    by_recipient: dict[str, list[dict[str, Any]]] = {}
+    for to, message in frames:
+        assert to is not None
+        for recipient in to:
+            by_recipient.setdefault(recipient, []).append(message)
+    assert by_recipient["three"][0]["members"][1] == ["a", {"id": "a"}, {"n": 1, "p": "a"}]  # as at the tick
+    assert by_recipient["three"][1]["updates"] == [["one", {"p": "one"}], ["a", {"p": "a"}]]
+    assert by_recipient["two"][0]["members"][1] == {"connection_id": "a", "user": {"id": "a"},
+                                                    "presence": {"n": 1, "p": "a"}}
+    assert by_recipient["two"][1]["updates"][0] == {"connection_id": "one", "patch": {"p": "one"}}
+    # Protocol 1 has no lists: one frame per member and per patch, never its own.
+    assert by_recipient["one"] == [
+        {"type": "joined", "connection_id": "late2", "user": {"id": "late2"}, "presence": {}},
+        {"type": "joined", "connection_id": "a", "user": {"id": "a"}, "presence": {"n": 1, "p": "a"}},
+        {"type": "presence", "connection_id": "a", "patch": {"p": "a"}}]
+
+
 # -- the wire ------------------------------------------------------------------------------------
 
 
@@ -150,9 +179,15 @@ def test_the_coalesced_forms_round_trip_and_are_validated() -> None:
     assert decode_server_message(welcome.encode()) == welcome
     spliced = Welcome("r", "me", {"id": "me"}, {}, encoded_others=[info.encode() for info in infos])
     assert decode_server_message(spliced.encode()) == welcome
+    for compact in (True, False):  # protocol 3's arrays and the objects older clients are sent
+        assert decode_server_message(MembersJoined(infos).encode(compact=compact)) == MembersJoined(infos)
+        assert decode_server_message(batch.encode(compact=compact)) == batch
+        assert decode_server_message(Welcome("r", "me", {"id": "me"}, {}, infos, compact=compact).encode()) == welcome
     for bad in ('{"type":"joined","members":[]}', '{"type":"joined","members":[{"user":{"id":"x"}}]}',
                 '{"type":"presence","updates":[{"patch":{}}]}', '{"type":"presence","updates":{}}',
-                '{"type":"presence","updates":[{"connection_id":"a","patch":1}]}'):
+                '{"type":"presence","updates":[{"connection_id":"a","patch":1}]}',
+                '{"type":"joined","members":[["a",{"id":"a"}]]}', '{"type":"joined","members":[[1,{"id":"a"},{}]]}',
+                '{"type":"presence","updates":[["a"]]}', '{"type":"presence","updates":[["a",{},{}]]}'):
         with pytest.raises(ProtocolError):
             decode_server_message(bad)
 
@@ -257,8 +292,8 @@ async def test_a_presence_burst_arrives_coalesced_with_every_senders_latest_stat
             await until(room, lambda room=room: all(user.presence.get("s", updates - 1) == updates - 1
                                                     for user in room.others))
         presence = [frame for frame in observer.frames if frame["type"] == "presence"]
-        patches = [update["connection_id"] for frame in presence
-                   for update in frame.get("updates", [frame])]  # a batch, or one patch
+        patches = [update[0] if "updates" in frame else frame["connection_id"]  # a batch, or one patch
+                   for frame in presence for update in frame.get("updates", [None])]
         assert len(set(patches)) == senders
         # Fewer frames than the patches they carry (one frame per patch before issue 15).
         assert 0 < len(presence) < len(patches) // 2, (len(presence), len(patches))

@@ -240,7 +240,7 @@ def test_a_server_accepts_the_previous_protocol_version(version: int) -> None:
     assert Join.decode(frame, LIMITS).presence == {}
 
 
-@pytest.mark.parametrize("version", [0, 3, "2", [2], {"v": 2}, True, None])
+@pytest.mark.parametrize("version", [0, 4, "2", [2], {"v": 2}, True, None])
 def test_other_protocol_versions_are_refused(version: Any) -> None:
     with pytest.raises(ProtocolError):
         Join.decode(json.dumps({"type": "join", "protocol": version, "presence": {}}), LIMITS)

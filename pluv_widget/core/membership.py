@@ -129,7 +129,11 @@ class Membership:
     def infos(self, *, exclude: str | None = None) -> tuple[MemberInfo, ...]:
         return tuple(member.info() for member in self._members.values() if member.connection_id != exclude)
 
-    def encoded(self, *, exclude: Container[str] = ()) -> list[str]:
+    def ids(self) -> Iterator[str]:
+        return iter(list(self._members))
+
+    def encoded(self, *, exclude: Container[str] = (), compact: bool = True) -> list[str]:
         """The members but ``exclude`` as JSON texts, each encoded once per presence (see
-        :meth:`Member.encoded`)."""
-        return [member.encoded() for member in self._members.values() if member.connection_id not in exclude]
+        :meth:`Member.encoded`); ``compact=False``: as objects (protocol 1 and 2), encoded now."""
+        members = [member for member in self._members.values() if member.connection_id not in exclude]
+        return [member.encoded() if compact else member.info().encode(compact=False) for member in members]

@@ -66,14 +66,16 @@ are returned to the adapter, which keeps them aside in the store and rewrites th
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Container, Iterable, Sequence
+from collections.abc import Callable, Container, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import pycrdt
 
 from ..protocol import (
+    COMPACT_LISTS,
     EMPTY_UPDATE,
+    PROTOCOL_VERSION,
     Call,
     ClassView,
     ErrorCode,
@@ -269,6 +271,9 @@ class ServerRoom:
         self._announce: dict[str, Member] = {}
         self._announce_local: set[str] = set()  # the local ones among them
         self._presence_out: dict[str, dict[str, Any]] = {}
+        #: Local connections that joined with an older protocol (connection id → its version):
+        #: they are sent lists as objects (2) or one frame per member and patch (1).
+        self._older: dict[str, int] = {}
         self.load_stored(updates)
 
     # -- storage ----------------------------------------------------------------------------
@@ -667,7 +672,8 @@ class ServerRoom:
 
     # -- membership -------------------------------------------------------------------------
 
-    def join(self, member: Member, *, generation: str | None = None) -> list[Action]:
+    def join(self, member: Member, *, generation: str | None = None,
+             protocol: int = PROTOCOL_VERSION) -> list[Action]:
         """Add a member: it gets a ``welcome`` with everyone but this tick's local joiners; the
         others (and it) hear of it and of everyone else who joined meanwhile at the next
         :meth:`tick` (one frame for a storm).
@@ -677,8 +683,12 @@ class ServerRoom:
 
         ``generation``: the one the joiner's document belongs to (from its ``join``). An older one
         poisons the connection: its old updates are refused until it reloads (the client
-        discards its document when it sees the new generation in ``welcome``)."""
+        discards its document when it sees the new generation in ``welcome``).
+
+        ``protocol``: the version the joiner speaks (an older one is sent older forms)."""
         self.members.add(member)
+        if member.local and protocol < COMPACT_LISTS:
+            self._older[member.connection_id] = protocol
         self._roles[member.connection_id] = role = role_of(member.user, self.default_role)
         if role == Role.STUDENT:
             tabs = self._students.setdefault(member.user_id, {})
@@ -697,13 +707,16 @@ class ServerRoom:
             welcome = Welcome(self.name, member.connection_id, member.user, member.presence,
                               generation=self.rules.generation, protected_roots=self.protected_roots,
                               teacher_only_roots=self.teacher_only_roots,
-                              encoded_others=self.members.encoded(exclude=self._announce_local))
+                              encoded_others=self.members.encoded(exclude=self._announce_local,
+                                                                  compact=protocol >= COMPACT_LISTS),
+                              compact=protocol >= COMPACT_LISTS)
             actions.append(Send(welcome.encode(), to=(member.connection_id,)))
             actions.append(Mirror(MemberJoined(member.info())))
         return actions
 
     def leave(self, connection_id: str) -> list[Action]:
         self.poisoned.pop(connection_id, None)
+        self._older.pop(connection_id, None)
         self.protected_subscribers.discard(connection_id)
         member = self.members.remove(connection_id)
         self._class_sent.pop(connection_id, None)
@@ -750,14 +763,31 @@ class ServerRoom:
                 actions.append(Send(Joined(joined[0].info()).encode(), exclude=joined[0].connection_id))
             else:
                 batch = MembersJoined(tuple(m.info() for m in joined), encoded=[m.encoded() for m in joined])
-                actions.append(Send(batch.encode()))
+                actions += self._to_every_version(batch.encode, [(Joined(m.info()).encode(), m.connection_id)
+                                                                 for m in joined])
         if self._presence_out:
             updates = [PresenceUpdate(patch, sender) for sender, patch in self._presence_out.items()]
             self._presence_out = {}
             if len(updates) == 1:
                 actions.append(Send(updates[0].encode(), exclude=updates[0].connection_id))
             else:
-                actions.append(Send(PresenceBatch(tuple(updates)).encode()))
+                actions += self._to_every_version(PresenceBatch(tuple(updates)).encode,
+                                                  [(update.encode(), update.connection_id) for update in updates])
+        return actions
+
+    def _to_every_version(self, batch: Callable[..., str], singles: list[tuple[str, str | None]]) -> list[Action]:
+        """A tick's batch to everyone — as compact lists, or, to a client of an older protocol,
+        as lists of objects (2) or one frame per entry, never to the entry's own subject (1)."""
+        if not self._older:  # the usual case: one frame for the room
+            return [Send(batch())]
+        older = self._older
+        actions: list[Action] = [Send(batch(), to=tuple(c for c in self.members.ids() if c not in older))]
+        lists = tuple(c for c, version in older.items() if version == 2)
+        if lists:
+            actions.append(Send(batch(compact=False), to=lists))
+        ones = [c for c, version in older.items() if version < 2]
+        for frame, subject in singles if ones else ():
+            actions.append(Send(frame, to=tuple(c for c in ones if c != subject)))
         return actions
 
     # -- presence and events ----------------------------------------------------------------

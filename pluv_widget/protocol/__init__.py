@@ -23,6 +23,7 @@ from .codes import PERMISSION_REFUSALS as PERMISSION_REFUSALS
 from .codes import TRANSIENT_STORAGE_REFUSALS as TRANSIENT_STORAGE_REFUSALS
 from .codes import CloseCode as CloseCode
 from .codes import ErrorCode as ErrorCode
+from .constants import COMPACT_LISTS as COMPACT_LISTS
 from .constants import DEFAULT_HOST as DEFAULT_HOST
 from .constants import DEFAULT_PORT as DEFAULT_PORT
 from .constants import PROTOCOL_VERSION as PROTOCOL_VERSION

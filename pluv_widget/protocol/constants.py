@@ -6,12 +6,16 @@
 #: ``result`` / ``error`` with an ``id`` (typed procedures with replies), the room's
 #: ``generation`` and its protected roots in ``welcome`` (and the client's generation in ``join``),
 #: the error codes ``forbidden``, ``muted``, ``room_locked``, ``unknown_procedure`` and the close
-#: codes 4009 (removed) and 4010 (room reset).
-PROTOCOL_VERSION = 2
-#: The versions a server accepts in ``join``. A version-1 client (a kernel still running an older
-#: pluv-widget) works unchanged: it never asks for the protected document, never sends ``call``,
-#: and ignores the fields ``welcome`` gained.
-SUPPORTED_PROTOCOLS = frozenset({1, 2})
+#: codes 4009 (removed) and 4010 (room reset). Version 3: compact lists — ``welcome``'s ``others``
+#: and ``joined``'s ``members`` as ``[connection_id, user, presence]``, presence ``updates`` as
+#: ``[connection_id, patch]``.
+PROTOCOL_VERSION = 3
+#: The versions a server accepts in ``join``. A version-1 or -2 client (a kernel still running an
+#: older pluv-widget) works unchanged: it is sent lists as objects, it never asks for the protected
+#: document (1), never sends ``call`` (1), and ignores the fields ``welcome`` gained.
+SUPPORTED_PROTOCOLS = frozenset({1, 2, 3})
+#: The first version that reads compact lists.
+COMPACT_LISTS = 3
 #: What ``/health`` says in ``server``, so a port held by another program is never mistaken for ours.
 SERVER_NAME = "pluv-widget"
 #: The port of ``pluv-widget serve`` and of the embedded local server.

@@ -11,10 +11,17 @@ stamps (who sent it) is left out when a client sends the message.
 Coalesced forms (protocol 2; the server sends them when several happened within one tick of its
 event loop — a join storm, a busy room's presence): :class:`MembersJoined` is ``joined`` with
 ``members`` (a list of members) instead of one member's fields, and :class:`PresenceBatch` is
-``presence`` with ``updates`` (a list of ``{"connection_id", "patch"}``, each sender's patches of
-that tick merged into one) instead of ``patch``. Both go to everyone in the room in one frame, so
-they may name the receiver itself (skipped) or a member its ``welcome`` already listed (taken as
-is). One event of a tick is still sent in the single form.
+``presence`` with ``updates`` (each sender's patches of that tick merged into one) instead of
+``patch``. Both go to everyone in the room in one frame, so they may name the receiver itself
+(skipped) or a member its ``welcome`` already listed (taken as is). One event of a tick is still
+sent in the single form.
+
+Lists are compact (protocol 3): a member in ``welcome``'s ``others`` and ``joined``'s ``members``
+is the array ``[connection_id, user, presence]`` and an entry of ``updates`` is
+``[connection_id, patch]`` — in a join storm every client decodes a thousand members, and an
+array decodes ~3× faster than an object with the same fields. A server sends a client that
+joined with protocol 1 or 2 the object forms ``{"connection_id", "user", "presence"}`` and
+``{"connection_id", "patch"}`` (``compact=False``); decoders take both.
 
 :class:`ClassView` (``{"type": "class", "view": {...}}``) is one connection's whole view of the
 room's classroom (polls, hands, pulse — what its role may see, built by the server); the server
@@ -31,7 +38,7 @@ from typing import Any
 
 from .codec import ProtocolError, decode_object, encode_json, json_size
 from .codes import ErrorCode
-from .constants import PROTOCOL_VERSION, SUPPORTED_PROTOCOLS
+from .constants import COMPACT_LISTS, PROTOCOL_VERSION, SUPPORTED_PROTOCOLS
 from .limits import Limits
 from .names import is_valid_event_name
 
@@ -56,13 +63,17 @@ class MemberInfo:
     def to_wire(self) -> dict[str, Any]:
         return {"connection_id": self.connection_id, "user": self.user, "presence": self.presence}
 
-    def encode(self) -> str:
-        """This member as JSON text: what :attr:`Welcome.encoded_others` and
+    def encode(self, *, compact: bool = True) -> str:
+        """This member as a list entry's JSON text: what :attr:`Welcome.encoded_others` and
         :meth:`MembersJoined.encode` splice in (encode a member once, not once per joiner)."""
-        return encode_json(self.to_wire())
+        return encode_json([self.connection_id, self.user, self.presence] if compact else self.to_wire())
 
     @classmethod
     def from_wire(cls, value: Any) -> MemberInfo:
+        """A member's fields (``joined``, the ``welcome`` itself) or a list entry in either form."""
+        if isinstance(value, list):
+            _need(len(value) == 3, "a member is [connection_id, user, presence]")
+            value = dict(zip(("connection_id", "user", "presence"), value, strict=True))
         _need(_is_object(value), "a member is an object")
         connection_id, user, presence = value.get("connection_id"), value.get("user"), value.get("presence", {})
         _need(isinstance(connection_id, str), "a member needs a string 'connection_id'")
@@ -118,7 +129,12 @@ class Join:
             storage = base64.b64decode(initial, validate=True) if initial else None
         except (binascii.Error, ValueError) as error:
             raise ProtocolError(ErrorCode.INVALID_MESSAGE, f"invalid initial_storage: {error}") from None
-        return cls(presence, message.get("metadata"), storage, generation=generation)
+        return cls(presence, message.get("metadata"), storage, message["protocol"], generation)
+
+    @property
+    def compact(self) -> bool:
+        """Whether this client reads compact lists (see the module's docstring)."""
+        return self.protocol >= COMPACT_LISTS
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +155,8 @@ class Welcome:
     teacher_only_roots: tuple[str, ...] = ()
     #: ``others`` already encoded (:meth:`MemberInfo.encode`): sent instead of ``others``.
     encoded_others: Sequence[str] | None = field(default=None, compare=False, repr=False)
+    #: ``others`` as arrays (protocol 3) or as objects (for a protocol 1 or 2 joiner).
+    compact: bool = field(default=True, compare=False)
 
     def encode(self) -> str:
         head = encode_json({
@@ -154,7 +172,7 @@ class Welcome:
         })
         others = self.encoded_others
         if others is None:
-            others = [other.encode() for other in self.others]
+            others = [other.encode(compact=self.compact) for other in self.others]
         return _with_list(head, "others", others)
 
     @classmethod
@@ -195,8 +213,9 @@ class MembersJoined:
     #: ``members`` already encoded (:meth:`MemberInfo.encode`): sent instead of ``members``.
     encoded: Sequence[str] | None = field(default=None, compare=False, repr=False)
 
-    def encode(self) -> str:
-        parts = self.encoded if self.encoded is not None else [member.encode() for member in self.members]
+    def encode(self, *, compact: bool = True) -> str:
+        parts = self.encoded if self.encoded is not None and compact else [
+            member.encode(compact=compact) for member in self.members]
         return _with_list(encode_json({"type": "joined"}), "members", parts)
 
     @classmethod
@@ -215,8 +234,9 @@ class PresenceBatch:
 
     updates: tuple[PresenceUpdate, ...]
 
-    def encode(self) -> str:
+    def encode(self, *, compact: bool = True) -> str:
         return encode_json({"type": "presence", "updates": [
+            [update.connection_id, update.patch] if compact else
             {"connection_id": update.connection_id, "patch": update.patch} for update in self.updates]})
 
     @classmethod
@@ -226,6 +246,9 @@ class PresenceBatch:
         assert isinstance(updates, list)
         decoded = []
         for update in updates:
+            if isinstance(update, list):
+                _need(len(update) == 2, "a presence update is [connection_id, patch]")
+                update = {"connection_id": update[0], "patch": update[1]}
             _need(_is_object(update), "a presence update is an object")
             decoded.append(PresenceUpdate.from_wire(update))
             _need(decoded[-1].connection_id is not None, "a presence update needs its 'connection_id'")

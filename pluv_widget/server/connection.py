@@ -91,7 +91,7 @@ class ConnectionHandler:
                     return
                 try:
                     await room.join(socket, Member(connection_id, user, join.presence), join.metadata,
-                                    join.generation)
+                                    join.generation, join.protocol)
                     log.info("room %s: %s joined (user %s)", name, connection_id, user["id"])
                     await self._serve(socket, room, connection_id)
                 except ConnectionClosed:

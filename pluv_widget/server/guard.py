@@ -226,6 +226,11 @@ class GuardedConnection(ServerConnection):
         self.joined = False
         self.refused = False
         self.stalled_since: float | None = None
+        # While the transport is under its high-water mark (websockets' ``paused`` is False), a
+        # frame this large can be queued without passing any limit: no need to ask the transport.
+        limits = self.gate.limits
+        self.unchecked_send_bytes = (limits.max_send_buffer_bytes - self.write_limit_high
+                                     if self.write_limit_high <= limits.send_buffer_pause_bytes else -1)
         self._head: bytearray | None = None  # the first bytes, until the request line is known
         self._exchange: HttpExchange | None = None
 
@@ -321,6 +326,10 @@ class GuardedConnection(ServerConnection):
             return False
         return True
 
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self.stalled_since = None  # drained below the low-water mark, far under the pause mark
+
     async def wait_writable(self) -> None:
         """Wait while this connection's unsent data is above ``send_buffer_pause_bytes``: its
         requests are not read faster than it reads the answers (a flood of sync step 1 costs
@@ -372,4 +381,8 @@ def _is_api_request(request_line: bytes, prefix: str) -> bool:
 def may_send(socket: ServerConnection, size: int) -> bool:
     """Before queueing ``size`` bytes for ``socket``: False when it must not get them (it is
     being cut for not reading). Sockets not made by a guarded server are always allowed."""
-    return socket.send_allowed(size) if isinstance(socket, GuardedConnection) else True
+    if not isinstance(socket, GuardedConnection):
+        return True
+    if not socket.paused and size <= socket.unchecked_send_bytes:  # the common case, once per recipient
+        return socket.protocol.state is State.OPEN
+    return socket.send_allowed(size)

@@ -36,7 +36,7 @@ from ..core.envelopes import ClassRecorded, Envelope, MemberJoined, MemberLeft, 
 from ..core.permissions import Refusal, Role, RoomRules
 from ..core.server_room import prove, replay, result, update_problem
 from ..crdt import untyped_to_json
-from ..protocol import EMPTY_UPDATE, CloseCode, ErrorCode, ErrorMessage
+from ..protocol import EMPTY_UPDATE, PROTOCOL_VERSION, CloseCode, ErrorCode, ErrorMessage
 from ..protocol.yupdate import read_state_vector
 from .classroom import LiveClassroom
 from .config import ServerConfig
@@ -196,7 +196,7 @@ class LiveRoom:
                 await self._load_stored()  # another process won the claim: its storage is the room's
 
     async def join(self, socket: ServerConnection, member: Member, metadata: Any,
-                   generation: str | None = None) -> None:
+                   generation: str | None = None, protocol: int = PROTOCOL_VERSION) -> None:
         self.sockets[member.connection_id] = socket
         self.metadata[member.connection_id] = metadata
         # The joiner's frames (its welcome first) wait until its join is published: with a
@@ -205,7 +205,7 @@ class LiveRoom:
         self._held[member.connection_id] = []
         arrives = not self.core.members.of_user(member.user_id)  # the user's first connection anywhere
         try:
-            await self._run(self.core.join(member, generation=generation))
+            await self._run(self.core.join(member, generation=generation, protocol=protocol))
             self.classroom.changed(member.connection_id)  # its first class view follows its welcome
         finally:
             held = self._held.pop(member.connection_id)
