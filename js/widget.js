@@ -190,15 +190,19 @@ export default {
     form.append(input, button);
     const error = h("p", "pluv-error");
     error.title = "click to dismiss";
+    const notice = h("p", "pluv-notice"); // a student's: the room is locked, or they are muted
     let dismissed = "";
     const classroom = classroomView({ model: /** @type {any} */ (model), el });
-    root.append(header, people, list, empty, form, error, classroom.node);
+    root.append(header, people, list, empty, notice, form, error, classroom.node);
     el.append(root);
     /** @param {string} procedure @param {Record<string, unknown>} input */
     const call = (procedure, input) => model.send({ type: "call", procedure, input });
-    /** user ids this teacher's view muted (the server does not tell who is muted: local memory) */
-    const muted = new Set();
-    let locked = false;
+    /** The room's moderation state, as the server's class view says it (never guessed here). */
+    function moderation() {
+      const view = /** @type {Record<string, any>} */ (model.get("classroom") ?? {});
+      const muted = Array.isArray(view.muted) ? new Set(view.muted.map(String)) : new Set();
+      return { locked: view.locked === true, muted, mutedMe: view.muted === true };
+    }
 
     /** @type {Map<string, HTMLElement>} message id -> its row */
     const rows = new Map();
@@ -218,6 +222,14 @@ export default {
       const role = "role" in me ? me.role ?? "" : "";
       root.dataset.role = role;
       lock.hidden = role !== "teacher";
+      const { locked, mutedMe } = moderation();
+      lock.textContent = locked ? "unlock room" : "lock room";
+      lock.dataset.locked = String(locked);
+      root.dataset.locked = String(locked);
+      const words = mutedMe ? "Your teacher muted you: you can read, not post." :
+        locked && role !== "teacher" ? "Your teacher locked the room: you can read, not post." : "";
+      notice.textContent = words;
+      notice.hidden = !words;
       const text = model.get("error");
       error.textContent = text;
       error.hidden = !text || text === dismissed;
@@ -225,7 +237,7 @@ export default {
 
     function renderPeople() {
       const me = model.get("me");
-      const moderate = "role" in me && me.role === "teacher" ? { muted } : null;
+      const moderate = "role" in me && me.role === "teacher" ? { muted: moderation().muted } : null;
       const nodes = model.get("others").map((other) => personNode(other, false, moderate));
       if ("connection_id" in me) nodes.unshift(personNode(/** @type {Me} */ (me), true, null));
       people.replaceChildren(...nodes);
@@ -403,17 +415,9 @@ export default {
       const action = control instanceof HTMLElement ? control.dataset.action : undefined;
       const user = person instanceof HTMLElement ? person.dataset.user : undefined;
       if (!action || !user) return;
-      call(action, { user_id: user });
-      if (action === "users.mute") muted.add(user);
-      if (action === "users.unmute") muted.delete(user);
-      renderPeople();
+      call(action, { user_id: user }); // the server's next class view shows the change
     });
-    lock.addEventListener("click", () => {
-      call(locked ? "room.unlock" : "room.lock", {});
-      locked = !locked;
-      lock.textContent = locked ? "unlock room" : "lock room";
-      lock.dataset.locked = String(locked);
-    });
+    lock.addEventListener("click", () => call(moderation().locked ? "room.unlock" : "room.lock", {}));
     list.addEventListener("click", (event) => {
       const remove = event.target instanceof Element ? event.target.closest(".pluv-msg-delete") : null;
       const owner = remove?.closest(".pluv-message");
@@ -453,6 +457,16 @@ export default {
       renderSelections();
     };
     const onSelection = () => renderSelections();
+    let shownModeration = "";
+    const onModeration = () => { // the class view changes with every vote: redraw on moderation only
+      const { locked, muted, mutedMe } = moderation();
+      const now = JSON.stringify([locked, [...muted], mutedMe]);
+      if (now === shownModeration) return;
+      shownModeration = now;
+      renderState();
+      renderPeople();
+    };
+    model.on("change:classroom", onModeration);
     model.on("change:connection_state", onState);
     model.on("change:room_name", onState);
     model.on("change:error", onState);
@@ -468,6 +482,7 @@ export default {
     model.send({ type: "sync-request" });
 
     return () => {
+      model.off("change:classroom", onModeration);
       model.off("change:connection_state", onState);
       model.off("change:room_name", onState);
       model.off("change:error", onState);

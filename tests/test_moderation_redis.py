@@ -31,12 +31,17 @@ async def test_mute_lock_and_remove_cross_processes_and_outlive_them(
     await teacher.call("users.mute", {"user_id": "bob"})
     with pytest.raises(MutedError):
         await bob.call("messages.post", {"id": "m1", "text": "from a muted student"})
+    # Both views say so, on either process: the student's UI can tell them, the teacher's buttons.
+    await until(bob, lambda: (bob.class_view or {}).get("muted") is True)
+    await until(teacher, lambda: (teacher.class_view or {}).get("muted") == ["bob"])
     await teacher.call("users.unmute", {"user_id": "bob"})
     await bob.call("messages.post", {"id": "m2", "text": "allowed again"})
+    await until(bob, lambda: (bob.class_view or {}).get("muted") is False)
 
     await teacher.call("room.lock", {})
     with pytest.raises(RoomLockedError):
         await bob.call("messages.post", {"id": "m3", "text": "in a locked room"})
+    await until(bob, lambda: (bob.class_view or {}).get("locked") is True)
     # a process started after the lock reads it from Redis
     c = await start_server(redis=redis_server.url, secret=SECRET)
     late = await enter(make_client, c, "carol", "student", room)

@@ -486,6 +486,7 @@ class ServerRoom:
         """Adopt new moderation state (from this process or another): returns the Mirror only
         for a local change; the adapter closes removed users' connections."""
         self.rules = rules
+        self._class_version += 1  # the views say whether the room is locked and who is muted
         return [Mirror(RulesChanged(rules.to_json()))]
 
     def take_batch(self) -> Batch | None:
@@ -856,6 +857,12 @@ class ServerRoom:
             return self.class_views(now, skip)
         return self.class_views(now, skip, only=new)
 
+    def _moderation_view(self, role: Role, user_id: str) -> dict[str, Any]:
+        """What a view shows of the moderation state: whether the room is locked, and who is
+        muted (teachers: every user id; anyone else: whether they are)."""
+        muted: bool | list[str] = sorted(self.rules.muted) if role == Role.TEACHER else user_id in self.rules.muted
+        return {"locked": self.rules.locked, "muted": muted}
+
     def class_views(self, now: float, skip: Container[str] = (), only: Iterable[str] | None = None) -> list[Send]:
         """A ``class`` message for each local connection (but ``skip``; of ``only`` when given)
         whose view changed since the last one it was sent (a new connection: its first). ``now``
@@ -872,7 +879,8 @@ class ServerRoom:
             key = (role, member.user_id if role == Role.STUDENT else "")
             view = built.get(key)
             if view is None:
-                view = built[key] = self.classroom.view_for(role, member.user_id, present)
+                view = built[key] = {**self.classroom.view_for(role, member.user_id, present),
+                                     **self._moderation_view(role, member.user_id)}
             if self._class_sent.get(member.connection_id) == view:
                 continue
             self._class_sent[member.connection_id] = view
@@ -903,6 +911,7 @@ class ServerRoom:
                 return self.commit_protected(update, mirror=False)
             case RulesChanged(rules=rules):
                 self.rules = RoomRules.from_json(rules)
+                self._class_version += 1
                 return []
             case ClassRecorded(entry=entry):
                 self._apply_class(entry)

@@ -318,6 +318,7 @@ class LiveRoom:
         change(rules)
         await self.config.persistence.put_value(state_scope(self.name), "rules", rules.to_json())
         await self._run(self.core.set_rules(rules))
+        self.classroom.changed()  # views show the lock and who is muted
         self._close_removed()
         self._schedule_expiry()
 
@@ -410,6 +411,7 @@ class LiveRoom:
         """Another process changed the rules: adopt them; after a new generation, reload."""
         before = self.core.rules.generation
         await self._run(self.core.apply_envelope(envelope))
+        self.classroom.changed()
         self._close_removed()
         self._schedule_expiry()
         if self.core.rules.generation != before:
@@ -565,15 +567,20 @@ class LiveRoom:
                 await self._invoke(action)
 
     def _send(self, send: Send) -> None:
-        sockets = self.sockets
+        sockets, frame, size = self.sockets, send.frame, len(send.frame)
+        yjs_peers = self.yjs_peers if isinstance(frame, str) else None
+        held_frames = self._held
+        if send.to is None and not yjs_peers and not held_frames:  # a fan-out: one pass over the room
+            exclude = send.exclude
+            targets = [socket for c, socket in sockets.items() if c != exclude and may_send(socket, size)]
+            if targets:
+                websockets.broadcast(targets, frame)
+            return
         if send.to is not None:
             recipients = [(c, sockets[c]) for c in send.to if c in sockets]
         else:
             recipients = [(c, socket) for c, socket in sockets.items() if c != send.exclude]
-        frame, size = send.frame, len(send.frame)
-        yjs_peers = self.yjs_peers if isinstance(frame, str) else None
-        held_frames = self._held
-        if not yjs_peers and not held_frames:  # the usual case: one check per recipient
+        if not yjs_peers and not held_frames:
             targets = [socket for _, socket in recipients if may_send(socket, size)]
         else:
             targets = []

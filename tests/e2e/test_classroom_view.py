@@ -154,10 +154,17 @@ def test_teacher_view_polls_queue_and_pulse(page: Page) -> None:
     set_state(page, "outside", "others", [{"connection_id": "c1", "connection_ids": ["c1"], "id": "u-ada",
                                            "role": "student", "name": "Ada", "color": "#e6194b", "presence": {}}])
     teacher.get_by_test_id("pluv-user-mute").click()
-    expect(teacher.get_by_test_id("pluv-user-mute")).to_have_text("unmute")
     teacher.get_by_test_id("pluv-room-lock").click()
     assert [(m["procedure"], m["input"]) for m in sent(page, "outside")] == [
         ("users.mute", {"user_id": "u-ada"}), ("room.lock", {})]
+    # The buttons show what the server's view says, not what was clicked: another teacher's
+    # change shows too, and a refused click changes nothing.
+    expect(teacher.get_by_test_id("pluv-user-mute")).to_have_text("mute")
+    set_state(page, "outside", "classroom", {**view, "locked": True, "muted": ["u-ada"]})
+    expect(teacher.get_by_test_id("pluv-user-mute")).to_have_text("unmute")
+    expect(teacher.get_by_test_id("pluv-room-lock")).to_have_text("unlock room")
+    teacher.get_by_test_id("pluv-room-lock").click()
+    assert [m["procedure"] for m in sent(page, "outside")] == ["room.unlock"]
 
 
 @pytest.mark.e2e
@@ -170,6 +177,14 @@ def test_student_view_votes_hand_pulse_and_follow(page: Page) -> None:
             "hand": {"raised": False, "position": None, "queue_length": 0, "note": ""}, "checkpoints": [],
             "sharing": False}
     set_state(page, "inside", "classroom", view)
+    notice = student.locator(".pluv-notice")
+    expect(notice).to_be_hidden()
+    set_state(page, "inside", "classroom", {**view, "locked": True, "muted": False})
+    expect(notice).to_have_text("Your teacher locked the room: you can read, not post.")
+    set_state(page, "inside", "classroom", {**view, "locked": False, "muted": True})
+    expect(notice).to_have_text("Your teacher muted you: you can read, not post.")
+    set_state(page, "inside", "classroom", view)
+    expect(notice).to_be_hidden()
     student.locator('[data-testid="pluv-poll-option"][data-option="merge"]').click()
     assert sent(page, "inside") == [
         {"type": "call", "procedure": "polls.vote", "input": {"poll": "p1", "choice": "merge"}}]
