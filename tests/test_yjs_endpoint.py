@@ -110,6 +110,24 @@ async def test_y_websocket_in_node_edits_with_a_pluv_client_both_ways(start_serv
         assert state["connected"] == 1 and state["closed"] == 0 and state["denied"] == 0
 
 
+async def test_a_stock_client_and_a_pluv_client_on_two_processes_share_the_room_through_redis(
+        redis_server: Any, start_server: Any, make_client: Any) -> None:
+    room = f"spread-{id(redis_server)}-{asyncio.get_running_loop().time():.0f}"
+    a = await start_server(secret=SECRET, redis=redis_server.url)
+    b = await start_server(secret=SECRET, redis=redis_server.url)
+    pluv = await make_client(b, auth_endpoint=auth(b, "grace"), initial_storage=STORAGE).enter(room)
+    pluv.update_my_presence({"selection": "cell-1"})
+    async with node_provider(a, room, token(a, room, "ada")) as node:
+        await node.until(lambda s: s["synced"])
+        await node.command("insert", key="notes", index=0, text="from process a")
+        await node.command("awareness", state={"user": {"name": "Ada", "color": "#00ff00"}, "cursor": 3})
+        await until_storage(pluv, "notes", lambda text: text == "from process a")
+        await until(pluv, lambda: any(u.presence.get("cursor") == 3 for u in pluv.others))
+        pluv.storage("messages").append("from process b")
+        state = await node.until(lambda s: s["messages"] == ["from process b"] and others_named(s, "Grace"))
+        assert others_named(state, "Grace")[0]["selection"] == "cell-1"  # a member of another process
+
+
 async def test_a_reset_sticks_when_a_stock_client_reconnects_with_its_old_document(
         start_server: Any, make_client: Any) -> None:
     server = await start_server(secret=SECRET)
