@@ -19,6 +19,7 @@ from pluv_widget.protocol import (
     Limits,
     MemberInfo,
     MembersJoined,
+    MembersLeft,
     PresenceBatch,
     PresenceUpdate,
     ProtocolError,
@@ -102,9 +103,22 @@ def test_a_member_who_leaves_before_the_tick_is_never_announced() -> None:
     core.tick()
     core.join(member("b"))
     core.patch_presence("b", {"n": 1})
-    (left,) = sends(core.leave("b"))
+    assert sends(core.leave("b")) == []
+    (left,) = sends(core.tick())  # its left only (a joiner of this tick may have it in its welcome)
     assert decoded(left) == {"type": "left", "connection_id": "b"}
     assert core.tick() == [] and not core.has_output
+
+
+def test_a_storm_of_leaves_is_one_left_frame_at_the_tick() -> None:
+    core = ServerRoom("r")
+    for i in range(50):
+        core.join(member(f"c{i}"))
+    core.tick()
+    for i in range(40):
+        assert sends(core.leave(f"c{i}")) == []
+    (left,) = sends(core.tick())
+    assert left.to is None and decoded(left) == {"type": "left", "connection_ids": [f"c{i}" for i in range(40)]}
+    assert decode_server_message(left.frame) == MembersLeft(tuple(f"c{i}" for i in range(40)))
 
 
 def test_presence_is_coalesced_per_tick_keeping_each_senders_latest_state() -> None:
@@ -165,6 +179,17 @@ def test_clients_of_older_protocols_are_sent_the_forms_they_read() -> None:
         {"type": "joined", "connection_id": "late2", "user": {"id": "late2"}, "presence": {}},
         {"type": "joined", "connection_id": "a", "user": {"id": "a"}, "presence": {"n": 1, "p": "a"}},
         {"type": "presence", "connection_id": "a", "patch": {"p": "a"}}]
+    # Leaves: one list for protocol 3; protocols 1 and 2 had none, so one frame per leave.
+    core.leave("a")
+    core.leave("late2")
+    heard: dict[str, list[dict[str, Any]]] = {}
+    for send in sends(core.tick()):
+        assert send.to is not None
+        for recipient in send.to:
+            heard.setdefault(recipient, []).append(decoded(send))
+    assert heard["three"] == [{"type": "left", "connection_ids": ["a", "late2"]}]
+    assert heard["two"] == heard["one"] == [{"type": "left", "connection_id": "a"},
+                                             {"type": "left", "connection_id": "late2"}]
 
 
 # -- the wire ------------------------------------------------------------------------------------
@@ -187,7 +212,8 @@ def test_the_coalesced_forms_round_trip_and_are_validated() -> None:
                 '{"type":"presence","updates":[{"patch":{}}]}', '{"type":"presence","updates":{}}',
                 '{"type":"presence","updates":[{"connection_id":"a","patch":1}]}',
                 '{"type":"joined","members":[["a",{"id":"a"}]]}', '{"type":"joined","members":[[1,{"id":"a"},{}]]}',
-                '{"type":"presence","updates":[["a"]]}', '{"type":"presence","updates":[["a",{},{}]]}'):
+                '{"type":"presence","updates":[["a"]]}', '{"type":"presence","updates":[["a",{},{}]]}',
+                '{"type":"left","connection_ids":[]}', '{"type":"left","connection_ids":["a",1]}'):
         with pytest.raises(ProtocolError):
             decode_server_message(bad)
 
@@ -209,6 +235,10 @@ def test_the_client_core_takes_coalesced_frames_and_skips_its_own_entries() -> N
                                      PresenceUpdate({"n": 6}, "b"))).encode())
     assert {user.id: user.presence for user in room.others} == {"a": {"n": 5}, "b": {"n": 6}}
     assert room.presence == {"n": 0}  # my own echo changes nothing
+    room.notifications()
+    room.receive_text(MembersLeft(("a", "b", "never-here")).encode())
+    assert room.others == []
+    assert [note.args[1].kind for note in room.notifications() if note.topic == "others"] == ["leave", "leave"]
 
 
 # -- real clients, a real server -----------------------------------------------------------------
@@ -271,6 +301,18 @@ async def test_a_storm_of_real_clients_all_end_with_everyone_and_their_presence(
         # One ``joined`` per tick, not one per join (today's storms put several joins in each tick).
         joined = observer.count("joined")
         assert 0 < joined < STORM // 2, joined
+        # The class closes its laptops at once: a few ``left`` frames name every one of them.
+        await asyncio.wait_for(asyncio.gather(*(client.aclose() for client in clients)), DEADLINE_S * 3)
+
+        def gone() -> set[str]:
+            return {c for frame in observer.frames if frame["type"] == "left"
+                    for c in frame.get("connection_ids", [frame.get("connection_id")])}
+
+        async with asyncio.timeout(DEADLINE_S):
+            while gone() != set(expected):
+                await asyncio.sleep(0.05)
+        left = observer.count("left")
+        assert 0 < left < STORM // 2, left
 
 
 async def test_a_presence_burst_arrives_coalesced_with_every_senders_latest_state(

@@ -6,7 +6,8 @@ then the server's step 2 (and its own step 1, answered with ours). Presence is
 ``{"type": "presence", "patch": {...}}``; others receive it stamped with the sender's
 ``connection_id``, or several senders' latest patches in one ``presence`` frame with
 ``updates`` (which may hold the receiver's own: skipped). Members: ``welcome``'s ``others``,
-then ``joined`` (one member, or ``members``: several, maybe the receiver itself) and ``left``.
+then ``joined`` (one member, or ``members``: several, maybe the receiver itself) and ``left``
+(one, or ``connection_ids``).
 Lists are compact from protocol 3 (``[connection_id, user, presence]``, ``[connection_id,
 patch]``); a checkout of an older protocol (``--pluv-root``) is spoken to in its own, read from
 its ``/health``. See ``pluv_widget/protocol/``.
@@ -79,7 +80,7 @@ class PluvClient(Client):
             self.sink.members(self)
         elif kind == "left":
             assert self.others is not None
-            self.others.discard(message["connection_id"])
+            self.others.difference_update(message.get("connection_ids") or [message["connection_id"]])
             self.sink.members(self)
         elif kind == "welcome":
             self.connection_id = message["connection_id"]

@@ -91,6 +91,7 @@ from ..protocol import (
     Joined,
     Left,
     MembersJoined,
+    MembersLeft,
     PresenceBatch,
     PresenceUpdate,
     Result,
@@ -447,13 +448,15 @@ class ClientRoom:
                 self.members.add(Member.from_info(info))
                 changed.append((user_id, "update" if known else "enter"))
             self._notify_users(changed)
-        elif isinstance(message, Left):
-            gone = self.members.remove(message.connection_id)
-            if gone is not None:
-                if self.members.of_user(gone.user_id):
-                    self._notify_user(gone.user_id, "update")
-                elif not self._is_me(gone.user_id):
-                    self._notify("others", self.others, OthersChange("leave", _user_of([gone])))
+        elif isinstance(message, (Left, MembersLeft)):
+            for connection_id in message.connection_ids if isinstance(message, MembersLeft) else (
+                    message.connection_id,):
+                gone = self.members.remove(connection_id)
+                if gone is not None:
+                    if self.members.of_user(gone.user_id):
+                        self._notify_user(gone.user_id, "update")
+                    elif not self._is_me(gone.user_id):
+                        self._notify("others", self.others, OthersChange("leave", _user_of([gone])))
         elif isinstance(message, Event):
             self._notify(f"event:{message.event}",
                          RoomEvent(message.event, message.data, message.connection_id, message.user))

@@ -8,12 +8,12 @@ core serves members whose sockets live on other server processes (``Member.local
 their inputs arrive as envelopes fed to :meth:`ServerRoom.apply_envelope`, and the adapter
 simply has no socket to send them frames on.
 
-Joins and presence are coalesced: the others hear of them at the next :meth:`ServerRoom.tick`
-(the adapter's, once per turn of its event loop while :attr:`ServerRoom.has_output`), in one
-``joined`` and one ``presence`` frame for however many there were — a storm of a thousand joins
-is a few frames to each member instead of a thousand, and a busy room's presence one frame
-per recipient per turn, each sender's patches of the turn merged (its latest state always
-arrives).
+Joins, leaves and presence are coalesced: the others hear of them at the next
+:meth:`ServerRoom.tick` (the adapter's, once per turn of its event loop while
+:attr:`ServerRoom.has_output`), in one ``left``, one ``joined`` and one ``presence`` frame for
+however many there were — a storm of a thousand joins (or leaves) is a few frames to each member
+instead of a thousand, and a busy room's presence one frame per recipient per turn, each
+sender's patches of the turn merged (its latest state always arrives).
 
 Storage durability: the core's document only ever holds *committed* state. An incoming update
 is validated and handed back as a ``Commit``; it is applied and relayed by :meth:`commit_batch`
@@ -85,6 +85,7 @@ from ..protocol import (
     Left,
     Limits,
     MembersJoined,
+    MembersLeft,
     PresenceBatch,
     PresenceUpdate,
     ProtocolError,
@@ -271,6 +272,7 @@ class ServerRoom:
         self._announce: dict[str, Member] = {}
         self._announce_local: set[str] = set()  # the local ones among them
         self._presence_out: dict[str, dict[str, Any]] = {}
+        self._departed: list[str] = []
         #: Local connections that joined with an older protocol (connection id → its version):
         #: they are sent lists as objects (2) or one frame per member and patch (1).
         self._older: dict[str, int] = {}
@@ -734,7 +736,8 @@ class ServerRoom:
         self._announce.pop(connection_id, None)
         self._announce_local.discard(connection_id)
         self._presence_out.pop(connection_id, None)
-        actions: list[Action] = [Send(Left(connection_id).encode())]
+        self._departed.append(connection_id)  # everyone hears it at the tick, with the tick's others
+        actions: list[Action] = []
         if member.local:
             actions.append(Mirror(MemberLeft(connection_id)))
         return actions
@@ -745,7 +748,7 @@ class ServerRoom:
     def has_output(self) -> bool:
         """True when :meth:`tick` has something to send: the adapter calls it once per turn of
         its event loop while this is true (a turn's joins and presence go out together)."""
-        return bool(self._announce or self._presence_out)
+        return bool(self._departed or self._announce or self._presence_out)
 
     def tick(self) -> list[Action]:
         """The joins and presence patches since the last tick, coalesced: at most one ``joined``
@@ -757,6 +760,13 @@ class ServerRoom:
         every sender's latest presence arrives, intermediate states may not. Joins go first, so
         nobody hears a presence before its member."""
         actions: list[Action] = []
+        if self._departed:
+            departed, self._departed = self._departed, []
+            if len(departed) == 1:
+                actions.append(Send(Left(departed[0]).encode()))
+            else:
+                actions += self._to_every_version(MembersLeft(tuple(departed)).encode(), None,
+                                                  [(Left(c).encode(), None) for c in departed])
         if self._announce:
             joined, self._announce = list(self._announce.values()), {}
             self._announce_local.clear()
@@ -764,29 +774,32 @@ class ServerRoom:
                 actions.append(Send(Joined(joined[0].info()).encode(), exclude=joined[0].connection_id))
             else:
                 batch = MembersJoined(tuple(m.info() for m in joined), encoded=[m.encoded() for m in joined])
-                actions += self._to_every_version(batch.encode, [(Joined(m.info()).encode(), m.connection_id)
-                                                                 for m in joined])
+                actions += self._to_every_version(batch.encode(), lambda: batch.encode(compact=False),
+                                                  [(Joined(m.info()).encode(), m.connection_id) for m in joined])
         if self._presence_out:
             updates = [PresenceUpdate(patch, sender) for sender, patch in self._presence_out.items()]
             self._presence_out = {}
             if len(updates) == 1:
                 actions.append(Send(updates[0].encode(), exclude=updates[0].connection_id))
             else:
-                actions += self._to_every_version(PresenceBatch(tuple(updates)).encode,
+                batched = PresenceBatch(tuple(updates))
+                actions += self._to_every_version(batched.encode(), lambda: batched.encode(compact=False),
                                                   [(update.encode(), update.connection_id) for update in updates])
         return actions
 
-    def _to_every_version(self, batch: Callable[..., str], singles: list[tuple[str, str | None]]) -> list[Action]:
-        """A tick's batch to everyone — as compact lists, or, to a client of an older protocol,
-        as lists of objects (2) or one frame per entry, never to the entry's own subject (1)."""
+    def _to_every_version(self, batch: str, objects: Callable[[], str] | None,
+                          singles: list[tuple[str, str | None]]) -> list[Action]:
+        """A tick's ``batch`` to everyone; to a client of an older protocol, the same list as
+        ``objects`` (2; None: protocol 2 had no such list) or else one frame per entry, never to
+        the entry's own subject (``singles``: frame, subject)."""
         if not self._older:  # the usual case: one frame for the room
-            return [Send(batch())]
+            return [Send(batch)]
         older = self._older
-        actions: list[Action] = [Send(batch(), to=tuple(c for c in self.members.ids() if c not in older))]
-        lists = tuple(c for c, version in older.items() if version == 2)
-        if lists:
-            actions.append(Send(batch(compact=False), to=lists))
-        ones = [c for c, version in older.items() if version < 2]
+        actions: list[Action] = [Send(batch, to=tuple(c for c in self.members.ids() if c not in older))]
+        lists = tuple(c for c, version in older.items() if version == 2) if objects is not None else ()
+        if lists and objects is not None:
+            actions.append(Send(objects(), to=lists))
+        ones = [c for c, version in older.items() if version < 2 or objects is None]
         for frame, subject in singles if ones else ():
             actions.append(Send(frame, to=tuple(c for c in ones if c != subject)))
         return actions

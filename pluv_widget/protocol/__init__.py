@@ -40,6 +40,7 @@ from .messages import Joined as Joined
 from .messages import Left as Left
 from .messages import MemberInfo as MemberInfo
 from .messages import MembersJoined as MembersJoined
+from .messages import MembersLeft as MembersLeft
 from .messages import PresenceBatch as PresenceBatch
 from .messages import PresenceUpdate as PresenceUpdate
 from .messages import Result as Result

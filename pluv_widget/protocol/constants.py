@@ -8,7 +8,7 @@
 #: the error codes ``forbidden``, ``muted``, ``room_locked``, ``unknown_procedure`` and the close
 #: codes 4009 (removed) and 4010 (room reset). Version 3: compact lists — ``welcome``'s ``others``
 #: and ``joined``'s ``members`` as ``[connection_id, user, presence]``, presence ``updates`` as
-#: ``[connection_id, patch]``.
+#: ``[connection_id, patch]``; the leaves of a tick in one ``left`` with ``connection_ids``.
 PROTOCOL_VERSION = 3
 #: The versions a server accepts in ``join``. A version-1 or -2 client (a kernel still running an
 #: older pluv-widget) works unchanged: it is sent lists as objects, it never asks for the protected

@@ -21,7 +21,8 @@ is the array ``[connection_id, user, presence]`` and an entry of ``updates`` is
 ``[connection_id, patch]`` — in a join storm every client decodes a thousand members, and an
 array decodes ~3× faster than an object with the same fields. A server sends a client that
 joined with protocol 1 or 2 the object forms ``{"connection_id", "user", "presence"}`` and
-``{"connection_id", "patch"}`` (``compact=False``); decoders take both.
+``{"connection_id", "patch"}`` (``compact=False``); decoders take both. Protocol 3 also
+coalesces leaves: :class:`MembersLeft` is ``left`` with ``connection_ids``.
 
 :class:`ClassView` (``{"type": "class", "view": {...}}``) is one connection's whole view of the
 room's classroom (polls, hands, pulse — what its role may see, built by the server); the server
@@ -276,6 +277,25 @@ class Left:
 
 
 @dataclass(frozen=True, slots=True)
+class MembersLeft:
+    """server → everyone in the room: the connections that left within one server tick, in one
+    frame (protocol 3; a class closing its laptops, or a server process gone, is a storm too)."""
+
+    connection_ids: tuple[str, ...]
+
+    def encode(self) -> str:
+        return encode_json({"type": "left", "connection_ids": list(self.connection_ids)})
+
+    @classmethod
+    def from_wire(cls, message: dict[str, Any]) -> MembersLeft:
+        ids = message.get("connection_ids")
+        _need(isinstance(ids, list) and len(ids) > 0 and all(isinstance(c, str) for c in ids),
+              "left 'connection_ids' is a non-empty list of strings")
+        assert isinstance(ids, list)
+        return cls(tuple(ids))
+
+
+@dataclass(frozen=True, slots=True)
 class PresenceUpdate:
     """A presence patch (merged into the sender's presence). The server stamps ``connection_id``."""
 
@@ -430,8 +450,8 @@ class ClassView:
 
 
 ClientMessage = PresenceUpdate | Event | Call
-ServerMessage = (Welcome | Joined | MembersJoined | Left | PresenceUpdate | PresenceBatch | Event | ErrorMessage
-                 | Result | ClassView)
+ServerMessage = (Welcome | Joined | MembersJoined | Left | MembersLeft | PresenceUpdate | PresenceBatch | Event
+                 | ErrorMessage | Result | ClassView)
 
 
 def decode_client_message(frame: str, limits: Limits) -> ClientMessage:
@@ -453,7 +473,7 @@ def decode_client_message(frame: str, limits: Limits) -> ClientMessage:
 _SERVER_MESSAGES: dict[str, Callable[[dict[str, Any]], ServerMessage]] = {
     "welcome": Welcome.from_wire,
     "joined": lambda message: MembersJoined.from_wire(message) if "members" in message else Joined.from_wire(message),
-    "left": Left.from_wire,
+    "left": lambda message: MembersLeft.from_wire(message) if "connection_ids" in message else Left.from_wire(message),
     "presence": lambda message: (PresenceBatch.from_wire(message) if "updates" in message
                                  else PresenceUpdate.from_wire(message)),
     "event": Event.from_wire,
