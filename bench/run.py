@@ -240,6 +240,9 @@ class Server:
 class Workers:
     """The two client processes, driven one command at a time."""
 
+    #: What each worker process runs: ``(pipe, index, count)``, serving commands until ``exit``.
+    main: Callable[[Connection, int, int], None] = staticmethod(worker_main)
+
     def __init__(self, count: int = WORKERS) -> None:
         self.count = count
         self.pipes: list[Connection] = []
@@ -250,7 +253,7 @@ class Workers:
         context = multiprocessing.get_context("spawn")
         for index in range(self.count):
             parent, child = context.Pipe()
-            process = context.Process(target=worker_main, args=(child, index, self.count), daemon=True)
+            process = context.Process(target=self.main, args=(child, index, self.count), daemon=True)
             process.start()
             self.pipes.append(parent)
             self.procs.append(process)
