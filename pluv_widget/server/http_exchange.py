@@ -10,7 +10,8 @@ implementation), bounded like every other input:
   (``413``), and the whole request within :data:`REQUEST_TIMEOUT_S` (a client that trickles
   bytes is cut);
 * malformed HTTP gets ``400``; every answer is JSON and closes the connection (no keep-alive:
-  an admin API does not need it, and a socket that stays costs a slot).
+  an admin API does not need it, and a socket that stays costs a slot) — after a short linger
+  when the answer came before the whole request, so that the client reads it.
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ log = logging.getLogger("pluv_widget.server")
 MAX_HEAD_BYTES = 16 * 1024
 MAX_BODY_BYTES = 256 * 1024
 REQUEST_TIMEOUT_S = 10.0
+#: After answering a request before all of it arrived (413, 400, 408): how long what the client
+#: still sends is read and dropped before the socket closes.
+LINGER_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -69,7 +73,7 @@ class HttpExchange:
 
     def feed(self, data: bytes) -> None:
         if self.answered:
-            return
+            return  # lingering (see _linger), or the handler is at work: nothing more is read
         self.h11.receive_data(data)
         while not self.answered:
             try:
@@ -143,7 +147,20 @@ class HttpExchange:
             data = b"HTTP/1.1 %d \r\nconnection: close\r\ncontent-length: %d\r\n\r\n%s" % (
                 response.status, len(body), body)
         self.transport.write(data)
-        self.close()
+        if self.h11.their_state is h11.DONE:
+            self.close()
+        else:
+            self._linger()
+
+    def _linger(self) -> None:
+        """Answered before the whole request arrived: closing now, with the client's bytes still
+        coming, would make the kernel reset the connection — and the client would lose the answer
+        (a 413 arrives as "connection reset"). So: end our side after the answer, drop what still
+        comes, close when the client does or after :data:`LINGER_S`."""
+        self.timer.cancel()
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.timer = asyncio.get_running_loop().call_later(LINGER_S, self.close)
 
     def _timed_out(self) -> None:
         if not self.answered:
