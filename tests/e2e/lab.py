@@ -17,14 +17,17 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from playwright.async_api import Page as AsyncPage
+from playwright.async_api import async_playwright
 from playwright.sync_api import BrowserContext, Page, Playwright, sync_playwright
 
 REPO = Path(__file__).resolve().parents[2]
@@ -199,6 +202,23 @@ def launch_chromium(playwright: Playwright, user_data_dir: Path) -> BrowserConte
     )
     context.set_default_timeout(DOM_TIMEOUT_MS)
     return context
+
+
+@contextlib.asynccontextmanager
+async def chromium_page() -> AsyncIterator[tuple[AsyncPage, list[str]]]:
+    """For async tests: a page of Debian's Chromium with a fresh profile, and the list its page
+    errors are collected in (a test asserts it stays empty)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        async with async_playwright() as playwright:
+            context = await playwright.chromium.launch_persistent_context(
+                str(Path(tmp) / "chromium"), executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+            try:
+                page = await context.new_page()
+                problems: list[str] = []
+                page.on("pageerror", lambda error: problems.append(str(error)))
+                yield page, problems
+            finally:
+                await context.close()
 
 
 def open_notebook(context: BrowserContext, lab: Lab, workspace: str, notebook: str) -> Page:

@@ -18,11 +18,10 @@ from typing import Any, ClassVar
 
 import pytest
 from helpers import until_storage
-from playwright.async_api import async_playwright
 
 from pluv_widget import crdt
 
-from .lab import CHROMIUM, CHROMIUM_ARGS
+from .lab import chromium_page
 
 MODULES = Path(__file__).resolve().parents[1] / "interop" / "node_modules"
 PACKAGES = ("yjs", "y-websocket", "y-protocols", "lib0", "isomorphic.js")
@@ -125,34 +124,26 @@ async def test_a_yjs_bound_textarea_types_together_with_a_pluv_client(server: An
     pluv.update_my_presence({"cell": 2})
     page_html = PAGE % json.dumps(import_map())
 
-    with tempfile.TemporaryDirectory() as tmp, static_site(page_html) as site:
-        async with async_playwright() as playwright:
-            context = await playwright.chromium.launch_persistent_context(
-                str(Path(tmp) / "chromium"), executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+    with static_site(page_html) as site:
+        async with chromium_page() as (page, problems):
+            page.on("console", lambda message: problems.append(message.text) if message.type == "error" else None)
+            await page.goto(f"{site}/?server=ws://127.0.0.1:{server.port}/yjs&room=pad")
             try:
-                page = await context.new_page()
-                problems: list[str] = []
-                page.on("pageerror", lambda error: problems.append(str(error)))
-                page.on("console", lambda message: problems.append(message.text) if message.type == "error" else None)
-                await page.goto(f"{site}/?server=ws://127.0.0.1:{server.port}/yjs&room=pad")
-                try:
-                    await page.wait_for_function("() => window.__synced === true", timeout=20_000)
-                except Exception:
-                    raise AssertionError(f"the page did not sync: {problems}") from None
-                area = page.locator("#notes")
-                await area.click()
-                await page.keyboard.type("typed in Chromium")
-                await until_storage(pluv, "notes", lambda text: text == "typed in Chromium")
-                pluv.storage("notes").insert(0, ">> ")
-                await page.wait_for_function(
-                    "() => document.getElementById('notes').value === '>> typed in Chromium'", timeout=20_000)
-                await page.keyboard.press("End")
-                await page.keyboard.type("!")
-                await until_storage(pluv, "notes", lambda text: text == ">> typed in Chromium!")
-                await page.wait_for_function(
-                    "() => document.getElementById('people').textContent === 'guest'", timeout=20_000)
-                page_user = next(u for u in pluv.others)
-                assert page_user.presence["user"] == {"name": "Page", "color": "#3bc9db"}
-                assert await page.evaluate("() => window.__closes") == 0
-            finally:
-                await context.close()
+                await page.wait_for_function("() => window.__synced === true", timeout=20_000)
+            except Exception:
+                raise AssertionError(f"the page did not sync: {problems}") from None
+            area = page.locator("#notes")
+            await area.click()
+            await page.keyboard.type("typed in Chromium")
+            await until_storage(pluv, "notes", lambda text: text == "typed in Chromium")
+            pluv.storage("notes").insert(0, ">> ")
+            await page.wait_for_function(
+                "() => document.getElementById('notes').value === '>> typed in Chromium'", timeout=20_000)
+            await page.keyboard.press("End")
+            await page.keyboard.type("!")
+            await until_storage(pluv, "notes", lambda text: text == ">> typed in Chromium!")
+            await page.wait_for_function(
+                "() => document.getElementById('people').textContent === 'guest'", timeout=20_000)
+            page_user = next(u for u in pluv.others)
+            assert page_user.presence["user"] == {"name": "Page", "color": "#3bc9db"}
+            assert await page.evaluate("() => window.__closes") == 0
