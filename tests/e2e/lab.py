@@ -30,6 +30,8 @@ from playwright.async_api import Page as AsyncPage
 from playwright.async_api import async_playwright
 from playwright.sync_api import BrowserContext, Page, Playwright, sync_playwright
 
+from pluv_widget.widget import STATIC
+
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "tests" / "artifacts"
 CHROMIUM = "/usr/bin/chromium"
@@ -202,6 +204,34 @@ def launch_chromium(playwright: Playwright, user_data_dir: Path) -> BrowserConte
     )
     context.set_default_timeout(DOM_TIMEOUT_MS)
     return context
+
+
+@contextlib.contextmanager
+def widget_page(html: str) -> Iterator[Page]:
+    """The widget's shipped ESM and CSS (``/widget.js``, ``/widget.css``) under a stand-in page
+    ``html`` (it mounts the view on a stand-in model and sets ``window.__ready``), in Chromium:
+    the view alone, without JupyterLab or a kernel."""
+    files = {"/widget.js": ("text/javascript", STATIC / "widget.js"),
+             "/widget.css": ("text/css", STATIC / "widget.css")}
+
+    def serve(route: Any) -> None:
+        path = "/" + route.request.url.split("/", 3)[3]
+        if path in files:
+            kind, file = files[path]
+            route.fulfill(status=200, content_type=kind, body=file.read_bytes())
+        else:
+            route.fulfill(status=200, content_type="text/html", body=html)
+
+    with tempfile.TemporaryDirectory() as tmp, sync_playwright() as playwright:
+        context = launch_chromium(playwright, Path(tmp) / "chromium")
+        try:
+            view = context.new_page()
+            view.route("http://view.test/**", serve)
+            view.goto("http://view.test/")
+            view.wait_for_function("() => window.__ready === true")
+            yield view
+        finally:
+            context.close()
 
 
 @contextlib.asynccontextmanager

@@ -6,17 +6,13 @@ is not rendered, and shown as text when there is no notebook. No JupyterLab, no 
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
-from pluv_widget.widget import STATIC
-
-from .lab import DOM_TIMEOUT_MS, launch_chromium
+from .lab import DOM_TIMEOUT_MS, widget_page
 
 PAGE = """<!doctype html><html><head><link rel="stylesheet" href="/widget.css">
 <style>.jp-WindowedPanel-outer { height: 400px; overflow: auto; } .jp-Cell { min-height: 120px; }</style>
@@ -69,25 +65,8 @@ def cells() -> str:
 @pytest.fixture(scope="module")
 def page() -> Iterator[Page]:
     expect.set_options(timeout=DOM_TIMEOUT_MS)
-    with tempfile.TemporaryDirectory() as tmp, sync_playwright() as playwright:
-        context = launch_chromium(playwright, Path(tmp) / "chromium")
-        view = context.new_page()
-        files = {"/widget.js": ("text/javascript", STATIC / "widget.js"),
-                 "/widget.css": ("text/css", STATIC / "widget.css")}
-
-        def serve(route: Any) -> None:
-            path = "/" + route.request.url.split("/", 3)[3]
-            if path in files:
-                kind, file = files[path]
-                route.fulfill(status=200, content_type=kind, body=file.read_bytes())
-            else:
-                route.fulfill(status=200, content_type="text/html", body=PAGE.replace("__CELLS__", cells()))
-
-        view.route("http://view.test/**", serve)
-        view.goto("http://view.test/")
-        view.wait_for_function("() => window.__ready === true")
+    with widget_page(PAGE.replace("__CELLS__", cells())) as view:
         yield view
-        context.close()
 
 
 def set_state(page: Page, which: str, key: str, value: Any) -> None:

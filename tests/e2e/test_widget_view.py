@@ -8,17 +8,13 @@ kernel holds, in order, keyed by id. No JupyterLab, no kernel: a second or two.
 from __future__ import annotations
 
 import random
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Page, sync_playwright
+from playwright.sync_api import Page
 
-from pluv_widget.widget import STATIC
-
-from .lab import launch_chromium
+from .lab import widget_page
 
 PAGE = """<!doctype html><html><head><link rel="stylesheet" href="/widget.css"></head><body>
 <div id="el"></div>
@@ -47,27 +43,8 @@ window.__ready = true;
 
 @pytest.fixture(scope="module")
 def page() -> Iterator[Page]:
-    with tempfile.TemporaryDirectory() as tmp, sync_playwright() as playwright:
-        context = launch_chromium(playwright, Path(tmp) / "chromium")
-        view = context.new_page()
-        files = {
-            "/widget.js": ("text/javascript", STATIC / "widget.js"),
-            "/widget.css": ("text/css", STATIC / "widget.css"),
-        }
-
-        def serve(route: Any) -> None:
-            path = "/" + route.request.url.split("/", 3)[3]
-            if path in files:
-                kind, file = files[path]
-                route.fulfill(status=200, content_type=kind, body=file.read_bytes())
-            else:
-                route.fulfill(status=200, content_type="text/html", body=PAGE)
-
-        view.route("http://view.test/**", serve)
-        view.goto("http://view.test/")
-        view.wait_for_function("() => window.__ready === true")
+    with widget_page(PAGE) as view:
         yield view
-        context.close()
 
 
 def shown_ids(page: Page) -> list[str]:
