@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from helpers import ServerProcess, url_of
@@ -15,6 +15,9 @@ from redis_helpers import ServerProcess as RedisServerProcess
 
 from pluv_widget import PluvClient, create_client, create_io
 from pluv_widget.server.room_server import RoomServer
+
+if TYPE_CHECKING:
+    from pluv_widget import RoomWidget
 
 ServerFactory = Callable[..., Awaitable[RoomServer]]
 
@@ -109,3 +112,12 @@ def redis_processes(tmp_path: Path) -> Iterator[Callable[..., RedisServerProcess
     yield spawn
     for process in processes:
         process.stop()
+
+
+@pytest.fixture
+def widgets() -> Iterator[list[RoomWidget]]:
+    """The widgets a test made (append them): each leaves its room at the end."""
+    made: list[RoomWidget] = []
+    yield made
+    for widget in made:
+        widget.leave()

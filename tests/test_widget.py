@@ -50,14 +50,6 @@ def url(server_process: Callable[..., Any]) -> str:
 
 
 @pytest.fixture
-def widgets() -> Iterator[list[RoomWidget]]:
-    made: list[RoomWidget] = []
-    yield made
-    for widget in made:
-        widget.leave()
-
-
-@pytest.fixture
 def peer() -> Iterator[Callable[[str, str, str], tuple[PluvClient, PluvRoom]]]:
     """Another person in the room, as a plain client (what another kernel's widget does).
 

@@ -11,7 +11,7 @@ import asyncio
 import concurrent.futures
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -23,14 +23,6 @@ from pluv_widget.widget.checkup import Report, comm_finding, loop_finding, loop_
 @pytest.fixture
 def url(server_process: Callable[..., Any]) -> str:
     return str(server_process("--memory").url)
-
-
-@pytest.fixture
-def widgets() -> Iterator[list[RoomWidget]]:
-    made: list[RoomWidget] = []
-    yield made
-    for widget in made:
-        widget.leave()
 
 
 def answer_pings(widget: RoomWidget, **info: str) -> list[dict[str, Any]]:
