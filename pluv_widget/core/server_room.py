@@ -690,7 +690,8 @@ class ServerRoom:
 
         ``protocol``: the version the joiner speaks (an older one is sent older forms)."""
         self.members.add(member)
-        if member.local and protocol < COMPACT_LISTS:
+        compact = protocol >= COMPACT_LISTS
+        if member.local and not compact:
             self._older[member.connection_id] = protocol
         self._roles[member.connection_id] = role = role_of(member.user, self.default_role)
         if role == Role.STUDENT:
@@ -710,9 +711,7 @@ class ServerRoom:
             welcome = Welcome(self.name, member.connection_id, member.user, member.presence,
                               generation=self.rules.generation, protected_roots=self.protected_roots,
                               teacher_only_roots=self.teacher_only_roots,
-                              encoded_others=self.members.encoded(exclude=self._announce_local,
-                                                                  compact=protocol >= COMPACT_LISTS),
-                              compact=protocol >= COMPACT_LISTS)
+                              encoded_others=self.members.encoded(exclude=self._announce_local, compact=compact))
             actions.append(Send(welcome.encode(), to=(member.connection_id,)))
             actions.append(Mirror(MemberJoined(member.info())))
         return actions

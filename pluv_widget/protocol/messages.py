@@ -39,7 +39,7 @@ from typing import Any
 
 from .codec import ProtocolError, decode_object, encode_json, json_size
 from .codes import ErrorCode
-from .constants import COMPACT_LISTS, PROTOCOL_VERSION, SUPPORTED_PROTOCOLS
+from .constants import PROTOCOL_VERSION, SUPPORTED_PROTOCOLS
 from .limits import Limits
 from .names import is_valid_event_name
 
@@ -131,11 +131,6 @@ class Join:
         except (binascii.Error, ValueError) as error:
             raise ProtocolError(ErrorCode.INVALID_MESSAGE, f"invalid initial_storage: {error}") from None
         return cls(presence, message.get("metadata"), storage, message["protocol"], generation)
-
-    @property
-    def compact(self) -> bool:
-        """Whether this client reads compact lists (see the module's docstring)."""
-        return self.protocol >= COMPACT_LISTS
 
 
 @dataclass(frozen=True, slots=True)
