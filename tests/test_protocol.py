@@ -4,6 +4,7 @@ error, never with another exception; honest input always passes and round-trips.
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import pycrdt
@@ -27,7 +28,7 @@ from pluv_widget.protocol import (
     decode_server_message,
     decode_sync,
 )
-from pluv_widget.protocol.codec import MAX_JSON_DEPTH, decode_object
+from pluv_widget.protocol.codec import MAX_JSON_DEPTH, decode_json, decode_object
 from pluv_widget.protocol.yupdate import InvalidUpdate, check_update
 
 LIMITS = Limits()
@@ -140,6 +141,58 @@ def test_surrogate_pairs_and_allowed_depth_pass() -> None:
     assert decode_object('{"type":"x","a":"\\ud83d\\ude00"}')["a"] == "😀"
     deep = "[" * (MAX_JSON_DEPTH - 1) + "]" * (MAX_JSON_DEPTH - 1)
     decode_object('{"type":"x","a":' + deep + "}")
+
+
+def _meant(text: str) -> Any:
+    """What the protocol means by valid JSON, spelled the slow, obvious way (``json.loads``,
+    then walk): the reference ``decode_json`` is checked against. ``REFUSED`` when refused."""
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):
+        return REFUSED
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            if depth > MAX_JSON_DEPTH:
+                return REFUSED
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+            stack.extend((key, depth) for key in (item if isinstance(item, dict) else ()))
+        elif isinstance(item, float) and not math.isfinite(item):
+            return REFUSED
+        elif isinstance(item, str) and any("\ud800" <= char <= "\udfff" for char in item):
+            return REFUSED
+    return value
+
+
+REFUSED = object()
+odd_leaves = st.sampled_from([float("nan"), float("inf"), -float("inf"), "\ud800", "\udfff", "a\udc00b",
+                              "\ud83d\ude00", 1e308, 2**64, -(2**70)])
+odd_values = st.recursive(
+    json_values | odd_leaves,
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=4) | odd_leaves.filter(
+        lambda leaf: isinstance(leaf, str)), children, max_size=3),
+    max_leaves=12,
+)
+odd_texts = (st.builds(json.dumps, odd_values)
+             | st.builds(lambda value, depth: "[" * depth + json.dumps(value) + "]" * depth, odd_values,
+                         st.integers(25, 40))
+             | st.sampled_from(["1e400", "[-1e309]", "1" + "0" * 400 + ".5", "1e-400", "[1E+308]", "[1e308]",
+                                "1" * 5000, '{"a":1,"a":2}', "[1,]", "\ufeff{}", "NaN", "[Infinity]"])
+             | st.text(max_size=30))
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(odd_texts)
+def test_decode_json_accepts_and_refuses_exactly_what_the_protocol_means(text: str) -> None:
+    """The fast decoder (pydantic-core) against the obvious one: same values, same refusals."""
+    meant = _meant(text)
+    if meant is REFUSED:
+        with pytest.raises(ProtocolError) as refused:
+            decode_json(text)
+        assert refused.value.code == protocol.ErrorCode.INVALID_MESSAGE
+    else:
+        assert decode_json(text) == meant
 
 
 # -- Yjs updates -----------------------------------------------------------------------------

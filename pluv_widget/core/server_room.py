@@ -229,8 +229,10 @@ class ServerRoom:
         protected_roots: Sequence[str] = (),
         teacher_only_roots: Sequence[str] = (),
         default_role: Role = Role.TEACHER,
+        node: str = "",
     ) -> None:
         self.name = name
+        self.node = node  # this server process on the bus: every envelope the core mirrors carries it
         self.limits = limits or Limits()
         self.procedures = procedures
         self.members = Membership()
@@ -475,7 +477,7 @@ class ServerRoom:
         if self.protected_subscribers:
             actions.append(Send(sync.update(update, protected=True), to=tuple(self.protected_subscribers)))
         if mirror:
-            actions.append(Mirror(ProtectedUpdated(update)))
+            actions.append(Mirror(ProtectedUpdated(update, node=self.node)))
         return actions
 
     def load_protected(self, updates: Iterable[bytes]) -> list[tuple[bytes, str]]:
@@ -489,7 +491,7 @@ class ServerRoom:
         for a local change; the adapter closes removed users' connections."""
         self.rules = rules
         self._class_version += 1  # the views say whether the room is locked and who is muted
-        return [Mirror(RulesChanged(rules.to_json()))]
+        return [Mirror(RulesChanged(rules.to_json(), node=self.node))]
 
     def take_batch(self) -> Batch | None:
         """The queued updates to persist next (all of them, None: nothing queued); they are in
@@ -565,7 +567,7 @@ class ServerRoom:
         exclude = distinct.pop() if len(distinct) == 1 else None
         actions: list[Action] = [Send(sync.update(update), exclude=exclude)]
         if released:
-            actions.append(Mirror(StorageUpdated(update)))
+            actions.append(Mirror(StorageUpdated(update, node=self.node)))
         elif self.broken:
             actions.append(Resync(False))
         return actions
@@ -713,7 +715,7 @@ class ServerRoom:
                               teacher_only_roots=self.teacher_only_roots,
                               encoded_others=self.members.encoded(exclude=self._announce_local, compact=compact))
             actions.append(Send(welcome.encode(), to=(member.connection_id,)))
-            actions.append(Mirror(MemberJoined(member.info())))
+            actions.append(Mirror(MemberJoined(member.info(), node=self.node)))
         return actions
 
     def leave(self, connection_id: str) -> list[Action]:
@@ -738,7 +740,7 @@ class ServerRoom:
         self._departed.append(connection_id)  # everyone hears it at the tick, with the tick's others
         actions: list[Action] = []
         if member.local:
-            actions.append(Mirror(MemberLeft(connection_id)))
+            actions.append(Mirror(MemberLeft(connection_id, node=self.node)))
         return actions
 
     # -- what is coalesced per tick ---------------------------------------------------------
@@ -820,7 +822,7 @@ class ServerRoom:
         assert member is not None
         pending = self._presence_out.get(connection_id)
         self._presence_out[connection_id] = patch if pending is None else merge_presence(pending, patch)
-        return [Mirror(PresencePatched(connection_id, patch))] if member.local else []
+        return [Mirror(PresencePatched(connection_id, patch, node=self.node))] if member.local else []
 
     def emit(
         self,
@@ -840,14 +842,14 @@ class ServerRoom:
         actions = self.tick()
         actions.append(Send(message.encode(), exclude=None if include_sender else sender))
         if mirror:
-            actions.append(Mirror(EventSent(event, data, sender, include_sender)))
+            actions.append(Mirror(EventSent(event, data, sender, include_sender, node=self.node)))
         return actions
 
     # -- the classroom (core/classroom.py decides; here: who is present, who gets what) --------
 
     def record_class(self, entry: Entry) -> list[Action]:
         """Apply a classroom entry this process accepted and stored; mirror it to the others."""
-        return [Mirror(ClassRecorded(entry))] if self._apply_class(entry) else []
+        return [Mirror(ClassRecorded(entry, node=self.node))] if self._apply_class(entry) else []
 
     def _apply_class(self, entry: Entry) -> bool:
         applied = self.classroom.apply(entry)

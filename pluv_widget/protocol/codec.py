@@ -1,9 +1,12 @@
 """Text frames as JSON: the one place a text frame becomes a value and a value a frame.
 
-Decoding refuses what JSON allows but a room must not carry: ``NaN``, ``Infinity`` and numbers
-beyond a double's range (not JSON to any other parser), lone UTF-16 surrogates (``"\\ud800"``:
-they cannot be encoded again, so relaying them would fail), and nesting deeper than
-:data:`MAX_JSON_DEPTH` (deep values exhaust the stack of whoever encodes them next).
+Decoding (pydantic-core's ``from_json``: ~3× faster than ``json.loads``, ~6× faster than
+``json.loads`` with the hooks these checks once needed — every frame a room relays passes here,
+and a client in a join storm decodes a thousand members per frame) refuses what JSON allows but
+a room must not carry: ``NaN``, ``Infinity`` and numbers beyond a double's range (not JSON to
+any other parser), lone UTF-16 surrogates (``"\\ud800"``: they cannot be encoded again, so
+relaying them would fail), and nesting deeper than :data:`MAX_JSON_DEPTH` (deep values exhaust
+the stack of whoever encodes them next).
 """
 
 from __future__ import annotations
@@ -13,15 +16,16 @@ import math
 import re
 from typing import Any, NoReturn
 
+from pydantic_core import from_json
+
 from .codes import ErrorCode
 
 #: How deeply objects and arrays may nest in a message (the message itself is depth 1).
 MAX_JSON_DEPTH = 32
 
-# A \uD800-\uDFFF escape: the only way a surrogate reaches a str, since websockets decodes
-# text frames as strict UTF-8.
-_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
-_LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
+# A number that may overflow a double to infinity: a three-digit exponent, or 309+ digits.
+# ``from_json`` refuses NaN and Infinity as words but, like every parser, reads 1e400 as inf.
+_HUGE_NUMBER = re.compile(r"[eE][+]?[0-9]{3}|[0-9]{309}")
 
 
 class ProtocolError(ValueError):
@@ -32,9 +36,14 @@ class ProtocolError(ValueError):
         self.code = code
 
 
+# One encoder for every frame: ``json.dumps`` with options builds a new one per call (~40 % of
+# the time a small frame takes to encode).
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
 def encode_json(value: Any) -> str:
     """Compact JSON text. A fan-out encodes once, never per recipient."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return _ENCODER.encode(value)
 
 
 def json_size(value: Any) -> int:
@@ -46,33 +55,18 @@ def _refuse(problem: str) -> NoReturn:
     raise ProtocolError(ErrorCode.INVALID_MESSAGE, problem)
 
 
-def _refuse_constant(name: str) -> NoReturn:
-    _refuse(f"{name} is not a JSON number")
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):  # 1e400 parses as infinity
-        _refuse(f"{text[:20]} is out of range for a JSON number")
-    return value
-
-
-def _check_nesting(value: Any, surrogates: bool) -> None:
-    """Walk ``value`` without recursion: depth, and (when escapes suggest it) lone surrogates."""
+def _check_depth_and_numbers(value: Any) -> None:
+    """Walk ``value`` without recursion: nesting depth, and numbers that overflowed."""
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         item, depth = stack.pop()
         if isinstance(item, dict):
             children: Any = item.values()
-            if surrogates:
-                for key in item:
-                    if _LONE_SURROGATE.search(key):
-                        _refuse("a string holds a lone UTF-16 surrogate")
         elif isinstance(item, list):
             children = item
         else:
-            if surrogates and isinstance(item, str) and _LONE_SURROGATE.search(item):
-                _refuse("a string holds a lone UTF-16 surrogate")
+            if isinstance(item, float) and not math.isfinite(item):
+                _refuse("a number is out of range for a JSON number")
             continue
         if depth > MAX_JSON_DEPTH:
             _refuse(f"the message nests deeper than {MAX_JSON_DEPTH} levels")
@@ -83,16 +77,13 @@ def decode_json(text: str) -> Any:
     """Parse untrusted JSON text with the protocol's checks (no NaN/Infinity/1e400, no lone
     surrogates, at most :data:`MAX_JSON_DEPTH` deep), or raise :class:`ProtocolError`."""
     try:
-        value = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
-    except RecursionError:
-        _refuse(f"the message nests deeper than {MAX_JSON_DEPTH} levels")
-    except ValueError as error:
-        if isinstance(error, ProtocolError):
-            raise
+        value = from_json(text, allow_inf_nan=False)  # refuses lone surrogates itself
+    except (ValueError, TypeError) as error:  # TypeError: a str holding a raw lone surrogate
+        if "recursion limit" in str(error):
+            _refuse(f"the message nests deeper than {MAX_JSON_DEPTH} levels")
         _refuse(f"frame is not JSON: {error}")
-    surrogates = _SURROGATE_ESCAPE.search(text) is not None
-    if surrogates or text.count("{") + text.count("[") > MAX_JSON_DEPTH:
-        _check_nesting(value, surrogates)
+    if text.count("{") + text.count("[") > MAX_JSON_DEPTH or _HUGE_NUMBER.search(text):
+        _check_depth_and_numbers(value)
     return value
 
 

@@ -211,7 +211,9 @@ class ConnectionHandler:
         refilled, warned = time.monotonic(), False
         guarded = socket if isinstance(socket, GuardedConnection) else None
         while True:
-            if guarded is not None:
+            # Under websockets' high-water mark (not ``paused``) the buffer is under the pause mark
+            # too, unless the limits set them the other way round: then always ask.
+            if guarded is not None and (guarded.paused or guarded.unchecked_send_bytes < 0):
                 await guarded.wait_writable()
             frame = await socket.recv()
             size = len(frame) if isinstance(frame, bytes) or frame.isascii() else len(frame.encode())

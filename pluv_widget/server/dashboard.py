@@ -21,12 +21,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pycrdt
-import websockets
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from ..core.permissions import Role, role_of
 from ..crdt import to_json
+from . import outbound
 from .tokens import SERVER_SCOPE, TokenError, verify_token
 
 if TYPE_CHECKING:
@@ -97,7 +97,7 @@ class DashboardFeed:
                 continue
             if summary != self._last:
                 self._last = summary
-                websockets.broadcast(self.sockets, summary)
+                outbound.send(self.sockets, summary)  # a page that does not read is cut
 
     async def summary(self) -> dict[str, Any]:
         loop = asyncio.get_running_loop()

@@ -12,9 +12,9 @@ by the server's :class:`ConnectionGate` from ``connection_made`` to ``connection
 * Behind a proxy many users share one address: ``X-Forwarded-For`` is believed only from a
   configured trusted proxy (its right-most untrusted address is the client), and the per-address
   limits apply to that address once the request is read.
-* **Outbound memory.** Frames go out with ``websockets.broadcast``, which never waits: unsent
-  data piles up in the transport. :meth:`GuardedConnection.send_allowed` is asked before each
-  send; a connection whose unsent data passes ``max_send_buffer_bytes``, or stays above
+* **Outbound memory.** Frames go out with :func:`~pluv_widget.server.outbound.send`, which never
+  waits: unsent data piles up in the transport. :meth:`GuardedConnection.send_allowed` is asked
+  before each send; a connection whose unsent data passes ``max_send_buffer_bytes``, or stays above
   ``send_buffer_pause_bytes`` for ``send_stall_timeout_s``, is cut with 4007 (a close frame,
   then the transport is aborted ``close_grace_s`` later if the handshake cannot finish). A
   sweep every second applies the same rule to quiet connections, so the keepalive never waits

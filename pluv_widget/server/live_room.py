@@ -1,7 +1,7 @@
 """A room as this server process runs it: the pure core, its local sockets, and the I/O around it.
 
 This is the adapter that carries out the core's actions: it sends frames with
-``websockets.broadcast`` (one encoded frame for any number of recipients), persists storage
+:func:`outbound.send` (one encoded frame for any number of recipients), persists storage
 updates before anyone sees them (group commit: updates that arrive while a commit is in flight
 are merged and committed together, then relayed as one frame), compacts the stored history,
 runs procedures and hooks, and mirrors every accepted input to other processes over the bus.
@@ -27,7 +27,6 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import pycrdt
-import websockets
 from websockets.asyncio.server import ServerConnection
 
 from ..core import Action, Commit, Invoke, Member, Mirror, Resync, Send, ServerRoom
@@ -38,9 +37,9 @@ from ..core.server_room import prove, replay, result, update_problem
 from ..crdt import untyped_to_json
 from ..protocol import EMPTY_UPDATE, PROTOCOL_VERSION, CloseCode, ErrorCode, ErrorMessage
 from ..protocol.yupdate import read_state_vector
+from . import outbound
 from .classroom import LiveClassroom
 from .config import ServerConfig
-from .guard import may_send
 from .hooks import Context, call_hook
 from .moderation import BUILTINS, run_builtin
 from .procedures import Refused, run_procedure
@@ -77,7 +76,7 @@ class LiveRoom:
         self.node = node
         self.core = ServerRoom(name, limits=config.limits, procedures=config.procedures,
                                protected_roots=config.protected_roots, teacher_only_roots=config.teacher_only_roots,
-                               default_role=Role.STUDENT if config.auth else Role.TEACHER)
+                               default_role=Role.STUDENT if config.auth else Role.TEACHER, node=node)
         self._protected_lock = asyncio.Lock()
         self._closings: set[asyncio.Future[None]] = set()
         self._protected_updates = 0
@@ -190,7 +189,7 @@ class LiveRoom:
                 self.core.load([update])
                 self._stored_updates = 1
                 self._snapshot_bytes = len(update)
-                await self._publish(StorageUpdated(update))
+                await self._publish(StorageUpdated(update, node=self.node))
                 log.info("room %s: initial storage applied (%d bytes)", self.name, len(update))
             else:
                 await self._load_stored()  # another process won the claim: its storage is the room's
@@ -208,9 +207,8 @@ class LiveRoom:
             await self._run(self.core.join(member, generation=generation, protocol=protocol))
             self.classroom.changed(member.connection_id)  # its first class view follows its welcome
         finally:
-            held = self._held.pop(member.connection_id)
-            for frame in held:
-                websockets.broadcast([socket], frame)
+            for frame in self._held.pop(member.connection_id):
+                outbound.send([socket], frame)
         if arrives and self.config.auth:  # attendance is of people: without tokens each socket is a stranger
             self.classroom.attend_soon(member, "join")  # stored in order, without holding the joiner up
         await call_hook(self.config.on_user_connected, self._context(member.connection_id))
@@ -502,7 +500,7 @@ class LiveRoom:
                     snapshot = self.core.doc.get_update()
                     await persistence.append(self.name, snapshot)
                     self._stored_updates += 1
-                    await self._publish(StorageUpdated(snapshot))
+                    await self._publish(StorageUpdated(snapshot, node=self.node))
                 stored = replay(await persistence.load(self.name)).doc
                 missing = stored.get_update(self.core.doc.get_state())
                 if missing != EMPTY_UPDATE:
@@ -523,7 +521,9 @@ class LiveRoom:
 
     async def _publish(self, envelope: Envelope) -> None:
         try:
-            await self.config.pubsub.publish(self.name, dataclasses.replace(envelope, node=self.node))
+            if envelope.node != self.node:  # the core stamps its own (a copy per presence update is not free)
+                envelope = dataclasses.replace(envelope, node=self.node)
+            await self.config.pubsub.publish(self.name, envelope)
         except Exception:
             log.warning("room %s: pub/sub publish failed; serving local connections only", self.name)
 
@@ -567,34 +567,29 @@ class LiveRoom:
                 await self._invoke(action)
 
     def _send(self, send: Send) -> None:
-        sockets, frame, size = self.sockets, send.frame, len(send.frame)
+        sockets, frame = self.sockets, send.frame
         yjs_peers = self.yjs_peers if isinstance(frame, str) else None
         held_frames = self._held
         if send.to is None and not yjs_peers and not held_frames:  # a fan-out: one pass over the room
             exclude = send.exclude
-            targets = [socket for c, socket in sockets.items() if c != exclude and may_send(socket, size)]
-            if targets:
-                websockets.broadcast(targets, frame)
+            outbound.send((socket for c, socket in sockets.items() if c != exclude), frame)
             return
         if send.to is not None:
             recipients = [(c, sockets[c]) for c in send.to if c in sockets]
         else:
             recipients = [(c, socket) for c, socket in sockets.items() if c != send.exclude]
-        if not yjs_peers and not held_frames:
-            targets = [socket for _, socket in recipients if may_send(socket, size)]
-        else:
-            targets = []
-            for connection_id, socket in recipients:
-                if yjs_peers and connection_id in yjs_peers:
-                    yjs_peers[connection_id].changed()  # Yjs clients hear members and presence as awareness
-                    continue
-                held = held_frames.get(connection_id)
-                if held is not None:
-                    held.append(frame)  # still joining: delivered after its welcome
-                elif may_send(socket, size):  # else cut: it does not read
-                    targets.append(socket)
+        targets = []
+        for connection_id, socket in recipients:
+            if yjs_peers and connection_id in yjs_peers:
+                yjs_peers[connection_id].changed()  # Yjs clients hear members and presence as awareness
+                continue
+            held = held_frames.get(connection_id)
+            if held is not None:
+                held.append(frame)  # still joining: delivered after its welcome
+            else:
+                targets.append(socket)
         if targets:
-            websockets.broadcast(targets, frame)
+            outbound.send(targets, frame)
 
     def send_error(self, connection_id: str, code: ErrorCode, text: str, *, call_id: int | None = None) -> None:
         self._send(Send(ErrorMessage(code, text, call_id).encode(), to=(connection_id,)))

@@ -36,7 +36,6 @@ import secrets
 import time
 from typing import TYPE_CHECKING, Any
 
-import websockets
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
@@ -57,7 +56,7 @@ from ..protocol.awareness import (
     with_user_name,
 )
 from ..protocol.sync import PROTECTED_MESSAGE
-from .guard import may_send
+from . import outbound
 from .names import BadNameError, normalize_name
 
 if TYPE_CHECKING:
@@ -156,8 +155,8 @@ class YjsPeer:
             self.send(encode_awareness(entries))
 
     def send(self, frame: bytes) -> None:
-        if self.connection_id in self.room.sockets and may_send(self.socket, len(frame)):
-            websockets.broadcast([self.socket], frame)
+        if self.connection_id in self.room.sockets:
+            outbound.send([self.socket], frame)
 
     async def renew_forever(self) -> None:
         while True:
