@@ -18,6 +18,7 @@ from urllib.parse import urlencode
 
 import pytest
 from helpers import DEADLINE_S
+from helpers import until as wait_for
 from helpers import until_widget as until
 
 from pluv_widget import create_client
@@ -246,6 +247,9 @@ def test_roles_in_me_and_others_and_release_name(
         asyncio.run_coroutine_threadsafe(bob_client.enter(bob), bob_client.loop).result(DEADLINE_S)
         until(teacher, lambda: teacher.me.get("role") == "teacher" and len(teacher.others) == 1)
         assert teacher.others[0]["role"] == "student" and teacher.others[0]["name"] == "Bob"
+        # Bob hears of the teacher in his welcome or, if she joined after him, a moment later.
+        heard = wait_for(bob, lambda: len(bob.others) == 1)
+        asyncio.run_coroutine_threadsafe(heard, bob_client.loop).result(DEADLINE_S)
         assert [other.info["role"] for other in bob.others] == ["teacher"]
         student = RoomWidget("class-b", user="Cy", url=url, join_code="STUDENTS")
         widgets.append(student)

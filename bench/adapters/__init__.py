@@ -4,8 +4,9 @@ The load generator (``bench/loadgen.py``) decides *what* every client sends and 
 adapter only decides *how* a connection joins, how a storage update and a presence state are
 framed, and how received frames are decoded. Every adapter does the same work a real client
 of its system would do — received storage updates are applied to the client's ``pycrdt.Doc``,
-received presence is decoded down to the sender and its state — so client CPU is comparable
-across systems.
+received presence is decoded down to the sender and its state, JSON by every adapter with the
+parser pluv-widget's own client uses (pydantic-core's ``from_json``) — so client CPU is
+comparable across systems.
 
 Adapters:
 

@@ -22,6 +22,7 @@ import urllib.request
 from typing import Any
 
 import pycrdt
+from pydantic_core import from_json
 
 from . import SYNC, Client, Frame
 
@@ -63,7 +64,7 @@ class PluvClient(Client):
             if frame and frame[0] == SYNC:
                 self.on_sync(frame)
             return
-        message = json.loads(frame)
+        message = from_json(frame)
         kind = message.get("type")
         if kind == "presence":
             if "updates" in message:

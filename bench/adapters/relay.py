@@ -13,6 +13,7 @@ import uuid
 from typing import Any
 
 import pycrdt
+from pydantic_core import from_json
 
 from . import STEP1, SYNC, Client, Frame
 
@@ -39,7 +40,7 @@ class RelayClient(Client):
             if frame and frame[0] == SYNC and (frame[1] != STEP1 or self.serves_doc):
                 self.on_sync(frame)
             return
-        message = json.loads(frame)
+        message = from_json(frame)
         self.sink.presence(self, message["from"], message["state"])
 
     def presence_frame(self, state: dict[str, Any]) -> Frame:

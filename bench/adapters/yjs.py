@@ -10,10 +10,10 @@ back to its sender: that echo is skipped.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pycrdt
+from pydantic_core import from_json
 
 from . import AWARENESS, SYNC, Client, Frame
 
@@ -42,7 +42,7 @@ class YjsClient(Client):
                 decoder.read_var_uint()  # clock
                 text = decoder.read_var_string()
                 if client_id != own and text and text != "null":
-                    self.sink.presence(self, client_id, json.loads(text))
+                    self.sink.presence(self, client_id, from_json(text))
 
     def presence_frame(self, state: dict[str, Any]) -> Frame:
         self.awareness.set_local_state(state)
