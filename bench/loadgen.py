@@ -34,6 +34,9 @@ Workloads (see issue 6 and ``bench/README.md``):
   the server limits sockets per address). A client counts once it is in (joined and synced)
   *and*, for a protocol with a member list, knows every other client of the storm; a system
   without one (the Yjs servers, the relay) is timed until it accepted and synced them all.
+  With ``announce`` every client enters with a presence state (a name and a colour), as a
+  y-websocket provider sets its awareness on open, and counts once it holds everyone else's:
+  the same complete view asked of every system that can give one (not the relay).
 """
 
 from __future__ import annotations
@@ -331,7 +334,9 @@ class Storm(Workload):
 
     async def setup(self) -> dict[str, Any]:
         self.count, addresses = self.params["clients"], self.params["addresses"]
-        self.storm = [self.client(self.params["room"], sink=self, source=f"127.0.0.{2 + i % addresses}")
+        announce = self.params.get("announce", False)
+        self.storm = [self.client(self.params["room"], sink=self, source=f"127.0.0.{2 + i % addresses}",
+                                  announce={"name": f"Student {i}", "color": "#1e88e5"} if announce else None)
                       for i in self.mine(self.count)]
         self.entered: set[Client] = set()
         self.connected: list[float] = []

@@ -327,12 +327,20 @@ class Variant:
     params: dict[str, Any]
     metrics: list[Metric]
     timeout: float = 120.0
+    #: the adapters this variant means something for (None: every system's)
+    adapters: tuple[str, ...] | None = None
 
 
 CPU_METRICS = [
     Metric("client_cpu", "client CPU, busiest process", "% core", None),
     Metric("server_cpu", "server CPU", "% core", None),
     Metric("other_cpu", "other processes' CPU (noise)", "% core", None),
+]
+STORM_METRICS = [
+    Metric("time", "time until all are in with a complete view", "s", False, 2),
+    Metric("connected", "time until all are in (joined, synced)", "s", False, 2),
+    Metric("server_cpu", "server CPU", "% core", None),
+    Metric("client_cpu", "client CPU, busiest process", "% core", None),
 ]
 
 
@@ -401,13 +409,20 @@ def variants(smoke: bool) -> list[Variant]:
             f"join storm: {storm:,} clients enter one room at once (issue 15)",
             "storm",
             {"clients": storm, "addresses": 200, "timeout": 60},
-            [
-                Metric("time", "time until all are in with a complete view", "s", False, 2),
-                Metric("connected", "time until all are in (joined, synced)", "s", False, 2),
-                Metric("server_cpu", "server CPU", "% core", None),
-                Metric("client_cpu", "client CPU, busiest process", "% core", None),
-            ],
+            STORM_METRICS,
             timeout=90,
+        )
+    )
+    result.append(
+        Variant(
+            "storm-1000-named",
+            f"join storm with presence: {storm:,} clients, each with a name and colour, enter one room at once"
+            " and learn everyone's",
+            "storm",
+            {"clients": storm, "addresses": 200, "timeout": 60, "announce": True},
+            STORM_METRICS,
+            timeout=90,
+            adapters=("pluv", "yjs"),  # the relay keeps no state: a newcomer never learns who was there
         )
     )
     connections, rooms = (20, 20) if s else (1000, 2000)
@@ -617,6 +632,8 @@ class Bench:
             for rep in range(reps):
                 shift = rep % max(1, len(systems))
                 for system in systems[shift:] + systems[:shift]:
+                    if variant.adapters is not None and system.adapter not in variant.adapters:
+                        continue
                     started = time.monotonic()
                     try:
                         self.wait_calm()

@@ -74,6 +74,8 @@ class Client:
     ``source``: the local address to connect from (127.0.0.x: another "machine", so that a
     thousand clients are not one address's worth of sockets). ``others``: the connection ids
     the client knows are in the room, for a protocol that has a member list (None otherwise).
+    ``announce``: a presence state to enter with, as a y-websocket provider sets its awareness
+    state on open; a Yjs client then also keeps ``others`` (who has a state).
     """
 
     name: ClassVar[str]
@@ -88,9 +90,11 @@ class Client:
         doc: pycrdt.Doc[Any] | None = None,
         compression: str | None = "deflate",
         source: str | None = None,
+        announce: dict[str, Any] | None = None,
     ) -> None:
         self.url = f"{base_url}/{room}"
         self.source = source
+        self.announce = announce
         self.room = room
         self.sink: Sink = sink or NullSink()
         self.doc = doc if doc is not None else pycrdt.Doc()

@@ -54,7 +54,7 @@ class PluvClient(Client):
 
     async def handshake(self) -> None:
         self._welcome = asyncio.Event()
-        await self.send(json.dumps({"type": "join", "protocol": self.protocol, "presence": {}}))
+        await self.send(json.dumps({"type": "join", "protocol": self.protocol, "presence": self.announce or {}}))
         await self.send(pycrdt.create_sync_message(self.doc))
         await self._welcome.wait()
         await self._synced.wait()

@@ -1,11 +1,12 @@
-"""The y-websocket protocol, as @y/websocket-server and pycrdt-websocket speak it.
+r"""The y-websocket protocol, as @y/websocket-server and pycrdt-websocket speak it.
 
 A y-websocket client's exchange, built with pycrdt: on open it sends a sync step 1 and answers
 the server's step 1 with a step 2; it is synced when the server's step 2 arrives. Presence is
 the awareness protocol: ``pycrdt.Awareness`` encodes this client's state (clock + JSON) into an
 awareness message; received awareness updates are decoded entry by entry (client id, clock,
 JSON state), as ``Awareness.apply_awareness_update`` reads them. Both servers echo awareness
-back to its sender: that echo is skipped.
+back to its sender: that echo is skipped. A client that ``announce``\ s a state on open also
+keeps ``others``: the client ids whose state it holds (the storm's "complete view").
 """
 
 from __future__ import annotations
@@ -24,9 +25,13 @@ class YjsClient(Client):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.awareness = pycrdt.Awareness(self.doc)
+        if self.announce is not None:
+            self.others = set()  # from the first frame: the server sends the states it holds at once
 
     async def handshake(self) -> None:
         await self.send(pycrdt.create_sync_message(self.doc))
+        if self.announce is not None:  # as a y-websocket provider does on open
+            await self.send(self.presence_frame(self.announce))
         await self._synced.wait()
 
     def on_frame(self, frame: Frame) -> None:
@@ -37,12 +42,21 @@ class YjsClient(Client):
         elif frame[0] == AWARENESS:
             decoder = pycrdt.Decoder(pycrdt.read_message(frame[1:]))
             own = self.awareness.client_id
+            others = self.others
             for _ in range(decoder.read_var_uint()):
                 client_id = decoder.read_var_uint()
                 decoder.read_var_uint()  # clock
                 text = decoder.read_var_string()
-                if client_id != own and text and text != "null":
+                if client_id == own:
+                    continue
+                if text and text != "null":
+                    if others is not None:
+                        others.add(client_id)
                     self.sink.presence(self, client_id, from_json(text))
+                elif others is not None:
+                    others.discard(client_id)
+            if others is not None:
+                self.sink.members(self)
 
     def presence_frame(self, state: dict[str, Any]) -> Frame:
         self.awareness.set_local_state(state)
