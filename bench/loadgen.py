@@ -36,7 +36,7 @@ Workloads (see issue 6 and ``bench/README.md``):
   without one (the Yjs servers, the relay) is timed until it accepted and synced them all.
   With ``announce`` every client enters with a presence state (a name and a colour), as a
   y-websocket provider sets its awareness on open, and counts once it holds everyone else's:
-  the same complete view asked of every system that can give one (not the relay).
+  the same complete view asked of every system that can give one.
 """
 
 from __future__ import annotations
