@@ -14,6 +14,7 @@ first: a connection that does not read is cut, not fed.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 
 from websockets.asyncio.server import ServerConnection, broadcast
@@ -27,6 +28,8 @@ from .guard import GuardedConnection, may_send
 # ``writes`` (since 10.0). Should a release rename it, every frame takes websockets.broadcast:
 # correct, only slower.
 _WRITES_VISIBLE = hasattr(ServerProtocol(), "writes")
+
+log = logging.getLogger("pluv_widget.server")
 
 
 def _wire(frame: str | bytes) -> bytes:
@@ -45,6 +48,9 @@ def send(sockets: Iterable[ServerConnection], frame: str | bytes) -> None:
         protocol = socket.protocol
         if (_WRITES_VISIBLE and isinstance(socket, GuardedConnection) and protocol.state is State.OPEN
                 and not protocol.writes and not protocol.extensions):
-            socket.transport.write(wire)
+            try:
+                socket.transport.write(wire)
+            except Exception as error:  # as websockets.broadcast does: one bad transport spoils no one else's
+                log.warning("skipped a send to a connection: %s", error)
         else:
             broadcast([socket], frame)
