@@ -1,12 +1,12 @@
-r"""The y-websocket protocol, as @y/websocket-server and pycrdt-websocket speak it.
+"""The y-websocket protocol, as @y/websocket-server and pycrdt-websocket speak it.
 
 A y-websocket client's exchange, built with pycrdt: on open it sends a sync step 1 and answers
 the server's step 1 with a step 2; it is synced when the server's step 2 arrives. Presence is
 the awareness protocol: ``pycrdt.Awareness`` encodes this client's state (clock + JSON) into an
 awareness message; received awareness updates are decoded entry by entry (client id, clock,
 JSON state), as ``Awareness.apply_awareness_update`` reads them. Both servers echo awareness
-back to its sender: that echo is skipped. A client that ``announce``\ s a state on open also
-keeps ``others``: the client ids whose state it holds (the storm's "complete view").
+back to its sender: that echo is skipped. A client given ``announce`` sends that state on open
+and keeps ``others``: the client ids whose state it holds (the storm's "complete view").
 """
 
 from __future__ import annotations
