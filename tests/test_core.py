@@ -103,6 +103,17 @@ def test_leave_tells_everyone_once() -> None:
     assert core.tick() == []
 
 
+def test_every_mirrored_input_carries_the_core_s_node() -> None:
+    """The bus skips a process's own envelopes by their node: an unstamped one would come back."""
+    core = ServerRoom("room", node="n1")
+    actions = core.join(Member("a", {"id": "a"}, {}))
+    actions += core.patch_presence("a", {"x": 1})
+    actions += core.emit("e", 1, sender="a")
+    actions += core.leave("a")
+    mirrored = [action.envelope for action in actions if isinstance(action, Mirror)]
+    assert len(mirrored) == 4 and {envelope.node for envelope in mirrored} == {"n1"}
+
+
 def update_appending(*items: str) -> bytes:
     doc = pycrdt.Doc()
     array = doc.get("messages", type=pycrdt.Array)

@@ -453,11 +453,8 @@ def decode_client_message(frame: str, limits: Limits) -> ClientMessage:
     """A text frame a joined client sent, or :class:`ProtocolError` with the code to answer."""
     message = decode_object(frame)
     kind = message["type"]
-    if kind == "presence":  # the sender's own stamp, if any, is never trusted
-        patch = message.get("patch")
-        _need(_is_object(patch), "presence 'patch' must be an object")
-        assert isinstance(patch, dict)
-        return PresenceUpdate(patch)
+    if kind == "presence":
+        return PresenceUpdate(PresenceUpdate.from_wire(message).patch)
     if kind == "event":
         event = Event.from_wire(message, limits)
         return Event(event.event, event.data)  # the sender's own stamp is never trusted

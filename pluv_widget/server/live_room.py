@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import dataclasses
 import logging
 import secrets
 import time
@@ -521,9 +520,7 @@ class LiveRoom:
 
     async def _publish(self, envelope: Envelope) -> None:
         try:
-            if envelope.node != self.node:  # the core stamps its own (a copy per presence update is not free)
-                envelope = dataclasses.replace(envelope, node=self.node)
-            await self.config.pubsub.publish(self.name, envelope)
+            await self.config.pubsub.publish(self.name, envelope)  # stamped with this node by the core
         except Exception:
             log.warning("room %s: pub/sub publish failed; serving local connections only", self.name)
 

@@ -19,7 +19,6 @@ from collections.abc import Iterable
 
 from websockets.asyncio.server import ServerConnection, broadcast
 from websockets.frames import Frame, Opcode
-from websockets.protocol import State
 from websockets.server import ServerProtocol
 
 from .guard import GuardedConnection, may_send
@@ -46,8 +45,9 @@ def send(sockets: Iterable[ServerConnection], frame: str | bytes) -> None:
         if not may_send(socket, size):
             continue
         protocol = socket.protocol
-        if (_WRITES_VISIBLE and isinstance(socket, GuardedConnection) and protocol.state is State.OPEN
-                and not protocol.writes and not protocol.extensions):
+        # may_send has seen a guarded connection OPEN
+        guarded = _WRITES_VISIBLE and isinstance(socket, GuardedConnection)
+        if guarded and not protocol.writes and not protocol.extensions:
             try:
                 socket.transport.write(wire)
             except Exception as error:  # as websockets.broadcast does: one bad transport spoils no one else's
