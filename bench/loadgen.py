@@ -68,6 +68,20 @@ async def sleep_until(instant: float) -> None:
         await asyncio.sleep(delay)
 
 
+async def close_all(connections: Iterable[Any]) -> None:
+    """Close every connection, a bounded number at a time; one that fails to close spoils nothing."""
+    gate = asyncio.Semaphore(CONNECT_CONCURRENCY * 4)
+
+    async def one(connection: Any) -> None:
+        async with gate:
+            try:
+                await connection.close()
+            except Exception:
+                pass
+
+    await asyncio.gather(*(one(connection) for connection in connections))
+
+
 class Workload:
     """One workload's share of clients in one worker process."""
 
@@ -104,16 +118,7 @@ class Workload:
         return {}
 
     async def teardown(self) -> None:
-        gate = asyncio.Semaphore(CONNECT_CONCURRENCY * 4)
-
-        async def one(client: Client) -> None:
-            async with gate:
-                try:
-                    await client.close()
-                except Exception:
-                    pass
-
-        await asyncio.gather(*(one(client) for client in self.clients))
+        await close_all(self.clients)
         self.clients.clear()
 
     def errors(self) -> list[str]:

@@ -84,7 +84,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # ``python bench/school.py``
     sys.path.insert(0, str(ROOT))
 
-from bench.loadgen import now, sleep_until  # noqa: E402
+from bench.loadgen import close_all, now, sleep_until  # noqa: E402
 from bench.redis_spread import Redis  # noqa: E402
 from bench.run import Server, System, Workers, machine_busy, raise_open_files  # noqa: E402
 from pluv_widget.protocol import PROTOCOL_VERSION  # noqa: E402
@@ -540,16 +540,7 @@ class Share:
         }
 
     async def teardown(self) -> None:
-        gate = asyncio.Semaphore(CONNECT_CONCURRENCY * 4)
-
-        async def one(member: Member) -> None:
-            async with gate:
-                try:
-                    await member.close()
-                except Exception:
-                    pass
-
-        await asyncio.gather(*(one(member) for member in self.members))
+        await close_all(self.members)
 
 
 def worker_main(conn: Connection, worker: int, workers: int) -> None:
